@@ -1,0 +1,237 @@
+"""Configuration of sam_hf's SAM: one sub-config per part of the model (vision encoder, prompt encoder, mask
+decoder), with the field names of transformers' SAM so that `facebook/sam-vit-*` `config.json` files load as is.
+
+The sizes of the paper's three image encoders are available as presets: `SamConfig.from_preset("vit_b")`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from transformers import PreTrainedConfig
+
+# Official decoder LayerNorm epsilon (torch's nn.LayerNorm default). transformers' SAM defaults to 1e-6, which shifts
+# logits by ~3e-5; checkpoints converted from transformers' layout are official weights, so they get this value too.
+OFFICIAL_DECODER_LAYER_NORM_EPS = 1e-5
+
+
+class SamVisionConfig(PreTrainedConfig):
+    r"""MAE-style ViT image encoder with windowed and global attention, relative position bias and a conv neck.
+
+    Args:
+        hidden_size: width of the ViT.
+        output_channels: channels of the image embedding produced by the neck.
+        num_hidden_layers / num_attention_heads: depth and heads of the ViT.
+        num_channels: input image channels.
+        image_size / patch_size: square input resolution and patch size (1024 / 16 -> 64x64 tokens).
+        hidden_act: activation of the ViT MLP.
+        layer_norm_eps: epsilon of every LayerNorm in the encoder (ViT blocks and neck).
+        qkv_bias: bias on the fused query/key/value projection.
+        mlp_ratio / mlp_dim: MLP width, `mlp_dim` defaults to `hidden_size * mlp_ratio`.
+        use_abs_pos: learned absolute position embedding of shape (1, tokens, tokens, hidden_size).
+        use_rel_pos: decomposed relative position bias in every attention block.
+        window_size: window of the local attention blocks (tokens are zero-padded to a multiple of it).
+        global_attn_indexes: blocks that attend over the whole image instead of windows.
+        num_pos_feats: half the width of the random Fourier positional encoding shared with the prompt encoder.
+    """
+
+    model_type: ClassVar[str] = "sam_hf_vision"
+    base_config_key: ClassVar[str] = "vision_config"
+
+    hidden_size: int = 768
+    output_channels: int = 256
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    num_channels: int = 3
+    image_size: int = 1024
+    patch_size: int = 16
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-6
+    qkv_bias: bool = True
+    mlp_ratio: float = 4.0
+    mlp_dim: int | None = None
+    use_abs_pos: bool = True
+    use_rel_pos: bool = True
+    window_size: int = 14
+    global_attn_indexes: list[int] | tuple[int, ...] = (2, 5, 8, 11)
+    num_pos_feats: int = 128
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        if self.mlp_dim is None:
+            self.mlp_dim = int(self.hidden_size * self.mlp_ratio)
+        self.global_attn_indexes = list(self.global_attn_indexes)
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size}).")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads})."
+            )
+        super().__post_init__(**kwargs)
+
+
+class SamPromptEncoderConfig(PreTrainedConfig):
+    r"""Prompt encoder: points, box corners, and dense mask prompts.
+
+    Args:
+        hidden_size: width of prompt tokens and of the dense embedding (the image embedding's channels).
+        image_size / patch_size: must equal the vision encoder's; they fix the coordinate frame and the
+            embedding grid (`image_embedding_size = image_size // patch_size`).
+        mask_input_channels: channels after the second mask downscaling conv.
+        num_point_embeddings: background, foreground, box top-left and box bottom-right embeddings.
+        hidden_act: activation between the mask downscaling convs.
+        layer_norm_eps: epsilon of the mask downscaling LayerNorms.
+    """
+
+    model_type: ClassVar[str] = "sam_hf_prompt_encoder"
+    base_config_key: ClassVar[str] = "prompt_encoder_config"
+
+    hidden_size: int = 256
+    image_size: int = 1024
+    patch_size: int = 16
+    mask_input_channels: int = 16
+    num_point_embeddings: int = 4
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-6
+
+    @property
+    def image_embedding_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def mask_input_size(self) -> int:
+        """Side of the low-resolution mask prompt (4x the embedding grid: 256 for a 1024 input)."""
+        return 4 * self.image_embedding_size
+
+
+class SamMaskDecoderConfig(PreTrainedConfig):
+    r"""Two-way transformer mask decoder with hypernetwork mask heads and an IoU head.
+
+    Args:
+        hidden_size: token and image-embedding width.
+        hidden_act: activation of the two-way transformer MLP.
+        mlp_dim: width of that MLP.
+        num_hidden_layers / num_attention_heads: two-way transformer depth and heads.
+        attention_downsample_rate: token<->image cross-attention works at `hidden_size // rate`.
+        num_multimask_outputs: masks returned with `multimask_output=True` (plus one single-mask token).
+        iou_head_depth / iou_head_hidden_dim: MLP predicting each mask's IoU.
+        layer_norm_eps: epsilon of the transformer LayerNorms; 1e-5 in the official model.
+    """
+
+    model_type: ClassVar[str] = "sam_hf_mask_decoder"
+    base_config_key: ClassVar[str] = "mask_decoder_config"
+
+    hidden_size: int = 256
+    hidden_act: str = "relu"
+    mlp_dim: int = 2048
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 8
+    attention_downsample_rate: int = 2
+    num_multimask_outputs: int = 3
+    iou_head_depth: int = 3
+    iou_head_hidden_dim: int = 256
+    layer_norm_eps: float = OFFICIAL_DECODER_LAYER_NORM_EPS
+
+
+# Sizes of the official builders (`segment_anything.build_sam`); everything else is shared.
+PRESETS: dict[str, dict[str, Any]] = {
+    "vit_b": {
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "global_attn_indexes": [2, 5, 8, 11],
+    },
+    "vit_l": {
+        "hidden_size": 1024,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "global_attn_indexes": [5, 11, 17, 23],
+    },
+    "vit_h": {
+        "hidden_size": 1280,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 16,
+        "global_attn_indexes": [7, 15, 23, 31],
+    },
+}
+
+
+class SamConfig(PreTrainedConfig):
+    r"""Configuration of [`SamModel`].
+
+    Args:
+        vision_config: [`SamVisionConfig`] or its dict.
+        prompt_encoder_config: [`SamPromptEncoderConfig`] or its dict.
+        mask_decoder_config: [`SamMaskDecoderConfig`] or its dict.
+        initializer_range: std of the normal init of linear and embedding weights.
+
+    Example:
+
+    ```python
+    >>> from sam_hf import SamConfig, SamModel
+    >>> config = SamConfig.from_preset("vit_b")
+    >>> model = SamModel(config)  # random weights
+    ```
+    """
+
+    model_type: ClassVar[str] = "sam_hf"
+    sub_configs_defaults: ClassVar[dict] = {
+        "vision_config": SamVisionConfig,
+        "prompt_encoder_config": SamPromptEncoderConfig,
+        "mask_decoder_config": SamMaskDecoderConfig,
+    }
+
+    vision_config: dict | SamVisionConfig | None = None
+    prompt_encoder_config: dict | SamPromptEncoderConfig | None = None
+    mask_decoder_config: dict | SamMaskDecoderConfig | None = None
+    initializer_range: float = 0.02
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)
+        vision, prompt = self.vision_config, self.prompt_encoder_config
+        if (vision.image_size, vision.patch_size) != (prompt.image_size, prompt.patch_size):
+            raise ValueError(
+                "prompt_encoder_config.image_size/patch_size must equal vision_config's, got "
+                f"{prompt.image_size}/{prompt.patch_size} and {vision.image_size}/{vision.patch_size}."
+            )
+        if vision.output_channels != prompt.hidden_size or prompt.hidden_size != self.mask_decoder_config.hidden_size:
+            raise ValueError(
+                "vision_config.output_channels, prompt_encoder_config.hidden_size and mask_decoder_config.hidden_size "
+                f"must be equal, got {vision.output_channels}, {prompt.hidden_size}, "
+                f"{self.mask_decoder_config.hidden_size}."
+            )
+        if 2 * vision.num_pos_feats != prompt.hidden_size:
+            raise ValueError(
+                f"vision_config.num_pos_feats ({vision.num_pos_feats}) must be half of "
+                f"prompt_encoder_config.hidden_size ({prompt.hidden_size}): the positional encoding is added to the "
+                "prompt tokens."
+            )
+
+    @classmethod
+    def from_preset(cls, name: str, **kwargs: Any) -> SamConfig:
+        """Config of an official model size: `"vit_b"`, `"vit_l"` or `"vit_h"`."""
+        if name not in PRESETS:
+            raise ValueError(f"Unknown preset {name!r}; expected one of {sorted(PRESETS)}.")
+        return cls(vision_config=dict(PRESETS[name]), **kwargs)
+
+    @classmethod
+    def get_config_dict(cls, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        config_dict, kwargs = super().get_config_dict(*args, **kwargs)
+        if config_dict.get("model_type") == "sam":
+            config_dict = _from_transformers_layout(config_dict)
+        return config_dict, kwargs
+
+
+# Keys of transformers' SAM configs that sam_hf derives instead of storing.
+_DERIVED_KEYS = {"model_type", "image_embedding_size", "scale"}
+
+
+def _from_transformers_layout(config_dict: dict[str, Any]) -> dict[str, Any]:
+    """Reads a transformers SAM config (`model_type: "sam"`, the `facebook/sam-vit-*` files) as a sam_hf one."""
+    translated = {key: value for key, value in config_dict.items() if key != "model_type"}
+    for key in SamConfig.sub_configs_defaults:
+        translated[key] = {k: v for k, v in (config_dict.get(key) or {}).items() if k not in _DERIVED_KEYS}
+    translated["mask_decoder_config"]["layer_norm_eps"] = OFFICIAL_DECODER_LAYER_NORM_EPS
+    translated["model_type"] = SamConfig.model_type
+    return translated

@@ -1,0 +1,161 @@
+"""The image encoder: an MAE-pretrained ViT with windowed and global attention, decomposed relative position bias,
+and a convolutional neck that maps `(batch, 3, 1024, 1024)` pixels to a `(batch, 256, 64, 64)` image embedding."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
+
+from ..configuration_sam import SamVisionConfig
+from .common import SamLayerNorm2d, SamMLPBlock
+
+
+def relative_position_table(size: int, rel_pos: torch.Tensor) -> torch.Tensor:
+    """Embedding of every (query, key) offset along one axis: `(size, size, head_dim)` from a `(2 * size - 1,
+    head_dim)` table, row `q - k + size - 1` for query `q` and key `k`."""
+    positions = torch.arange(size, device=rel_pos.device)
+    return rel_pos[positions[:, None] - positions[None, :] + (size - 1)]
+
+
+class SamVisionAttention(nn.Module):
+    """Multi-head self-attention over a `(batch, height, width, channels)` grid of tokens, with the decomposed
+    relative position bias of MViTv2 added to the attention logits."""
+
+    def __init__(self, config: SamVisionConfig, input_size: int) -> None:
+        super().__init__()
+        self.num_attention_heads = config.num_attention_heads
+        head_dim = config.hidden_size // config.num_attention_heads
+        self.qkv = nn.Linear(config.hidden_size, config.hidden_size * 3, bias=config.qkv_bias)
+        self.proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.use_rel_pos = config.use_rel_pos
+        if self.use_rel_pos:
+            self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size - 1, head_dim))
+            self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size - 1, head_dim))
+
+    def relative_position_bias(self, query: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """`(batch, heads, height * width, height * width)` bias: the query's dot product with the embedding of its
+        vertical offset to the key plus that of its horizontal offset."""
+        batch_size, num_heads, _, head_dim = query.shape
+        grid_query = query.reshape(batch_size, num_heads, height, width, head_dim)
+        rel_h = torch.einsum("bnhwc,hkc->bnhwk", grid_query, relative_position_table(height, self.rel_pos_h))
+        rel_w = torch.einsum("bnhwc,wkc->bnhwk", grid_query, relative_position_table(width, self.rel_pos_w))
+        bias = rel_h[..., :, None] + rel_w[..., None, :]
+        return bias.reshape(batch_size, num_heads, height * width, height * width)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        batch_size, height, width, channels = hidden_states.shape
+        qkv = self.qkv(hidden_states).reshape(batch_size, height * width, 3, self.num_attention_heads, -1)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, tokens, head_dim)
+        bias = self.relative_position_bias(query, height, width) if self.use_rel_pos else None
+        attn_output = F.scaled_dot_product_attention(query, key, value, attn_mask=bias)
+        attn_output = attn_output.transpose(1, 2).reshape(batch_size, height, width, channels)
+        return self.proj(attn_output)
+
+
+def window_partition(hidden_states: torch.Tensor, window_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """`(batch, height, width, channels)` -> `(batch * num_windows, window_size, window_size, channels)`, zero-padding
+    the grid to a multiple of `window_size` (the padding takes part in attention, as in the official model)."""
+    batch_size, height, width, channels = hidden_states.shape
+    pad_h, pad_w = (-height) % window_size, (-width) % window_size
+    hidden_states = F.pad(hidden_states, (0, 0, 0, pad_w, 0, pad_h))
+    padded_h, padded_w = height + pad_h, width + pad_w
+    windows = hidden_states.view(
+        batch_size, padded_h // window_size, window_size, padded_w // window_size, window_size, channels
+    )
+    windows = windows.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, channels)
+    return windows, (padded_h, padded_w)
+
+
+def window_unpartition(
+    windows: torch.Tensor, window_size: int, padded_size: tuple[int, int], size: tuple[int, int]
+) -> torch.Tensor:
+    """Inverse of `window_partition`, cropping the padding: returns `(batch, height, width, channels)`."""
+    (padded_h, padded_w), (height, width) = padded_size, size
+    batch_size = windows.shape[0] // (padded_h * padded_w // window_size**2)
+    hidden_states = windows.view(
+        batch_size, padded_h // window_size, padded_w // window_size, window_size, window_size, -1
+    )
+    hidden_states = hidden_states.permute(0, 1, 3, 2, 4, 5).reshape(batch_size, padded_h, padded_w, -1)
+    return hidden_states[:, :height, :width, :].contiguous()
+
+
+class SamVisionLayer(GradientCheckpointingLayer):
+    """Pre-norm ViT block; attends within `window_size` windows, or globally when `window_size == 0`."""
+
+    def __init__(self, config: SamVisionConfig, window_size: int) -> None:
+        super().__init__()
+        grid_size = config.image_size // config.patch_size
+        self.window_size = window_size
+        self.layer_norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attn = SamVisionAttention(config, input_size=window_size if window_size > 0 else grid_size)
+        self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = SamMLPBlock(config.hidden_size, config.mlp_dim, config.hidden_act)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        residual = hidden_states
+        hidden_states = self.layer_norm1(hidden_states)
+        if self.window_size > 0:
+            size = hidden_states.shape[1:3]
+            hidden_states, padded_size = window_partition(hidden_states, self.window_size)
+            hidden_states = self.attn(hidden_states)
+            hidden_states = window_unpartition(hidden_states, self.window_size, padded_size, size)
+        else:
+            hidden_states = self.attn(hidden_states)
+        hidden_states = residual + hidden_states
+        return hidden_states + self.mlp(self.layer_norm2(hidden_states))
+
+
+class SamVisionNeck(nn.Module):
+    """1x1 conv -> LayerNorm2d -> 3x3 conv -> LayerNorm2d, from the ViT width to `output_channels`."""
+
+    def __init__(self, config: SamVisionConfig) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(config.hidden_size, config.output_channels, kernel_size=1, bias=False)
+        self.layer_norm1 = SamLayerNorm2d(config.output_channels, eps=config.layer_norm_eps)
+        self.conv2 = nn.Conv2d(config.output_channels, config.output_channels, kernel_size=3, padding=1, bias=False)
+        self.layer_norm2 = SamLayerNorm2d(config.output_channels, eps=config.layer_norm_eps)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.layer_norm1(self.conv1(hidden_states))
+        return self.layer_norm2(self.conv2(hidden_states))
+
+
+class SamPatchEmbeddings(nn.Module):
+    """Non-overlapping `patch_size` patches to tokens: `(batch, 3, H, W)` -> `(batch, H/p, W/p, hidden_size)`."""
+
+    def __init__(self, config: SamVisionConfig) -> None:
+        super().__init__()
+        self.projection = nn.Conv2d(
+            config.num_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size
+        )
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.projection(pixel_values).permute(0, 2, 3, 1)
+
+
+class SamVisionEncoder(nn.Module):
+    """`pixel_values (batch, num_channels, image_size, image_size)` -> image embeddings
+    `(batch, output_channels, image_size // patch_size, image_size // patch_size)`."""
+
+    def __init__(self, config: SamVisionConfig) -> None:
+        super().__init__()
+        grid_size = config.image_size // config.patch_size
+        self.patch_embed = SamPatchEmbeddings(config)
+        self.pos_embed = (
+            nn.Parameter(torch.zeros(1, grid_size, grid_size, config.hidden_size)) if config.use_abs_pos else None
+        )
+        self.layers = nn.ModuleList(
+            SamVisionLayer(config, window_size=0 if i in config.global_attn_indexes else config.window_size)
+            for i in range(config.num_hidden_layers)
+        )
+        self.neck = SamVisionNeck(config)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.patch_embed(pixel_values)
+        if self.pos_embed is not None:
+            hidden_states = hidden_states + self.pos_embed
+        for layer in self.layers:
+            hidden_states = layer(hidden_states)
+        return self.neck(hidden_states.permute(0, 3, 1, 2))

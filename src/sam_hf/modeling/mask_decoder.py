@@ -1,0 +1,86 @@
+"""The mask decoder: output tokens (one IoU token, 1 + num_multimask_outputs mask tokens) and prompt tokens go through
+the two-way transformer; the image tokens are upscaled 4x and each mask token's hypernetwork MLP turns them into
+mask logits; the IoU token predicts each mask's quality."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..configuration_sam import SamMaskDecoderConfig
+from .common import SamFeedForward, SamLayerNorm2d
+from .two_way_transformer import SamTwoWayTransformer
+
+
+class SamMaskDecoder(nn.Module):
+    def __init__(self, config: SamMaskDecoderConfig) -> None:
+        super().__init__()
+        hidden_size = config.hidden_size
+        self.num_mask_tokens = config.num_multimask_outputs + 1
+        self.iou_token = nn.Embedding(1, hidden_size)
+        self.mask_tokens = nn.Embedding(self.num_mask_tokens, hidden_size)
+        self.transformer = SamTwoWayTransformer(config)
+        self.upscale_conv1 = nn.ConvTranspose2d(hidden_size, hidden_size // 4, kernel_size=2, stride=2)
+        self.upscale_layer_norm = SamLayerNorm2d(hidden_size // 4)
+        self.upscale_conv2 = nn.ConvTranspose2d(hidden_size // 4, hidden_size // 8, kernel_size=2, stride=2)
+        self.activation = nn.GELU()
+        self.output_hypernetworks_mlps = nn.ModuleList(
+            SamFeedForward(hidden_size, hidden_size, hidden_size // 8, 3) for _ in range(self.num_mask_tokens)
+        )
+        self.iou_prediction_head = SamFeedForward(
+            hidden_size, config.iou_head_hidden_dim, self.num_mask_tokens, config.iou_head_depth
+        )
+
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        image_positional_embeddings: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor | None,
+        dense_prompt_embeddings: torch.Tensor,
+        multimask_output: bool,
+        sparse_padding_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            image_embeddings: `(batch_size, C, h, w)` from the image encoder.
+            image_positional_embeddings: `(1, C, h, w)` encoding of the embedding grid.
+            sparse_prompt_embeddings: `(batch_size, point_batch_size, num_tokens, C)` or `None`.
+            dense_prompt_embeddings: `(batch_size or 1, point_batch_size or 1, C, h, w)`.
+            multimask_output: return the `num_multimask_outputs` masks instead of the single-mask token's.
+            sparse_padding_mask: bool `(batch_size, point_batch_size, num_tokens)`, `True` for ignored tokens.
+
+        Returns:
+            masks: `(batch_size, point_batch_size, num_masks, 4h, 4w)` low-resolution logits.
+            iou_predictions: `(batch_size, point_batch_size, num_masks)`.
+        """
+        batch_size, channels, height, width = image_embeddings.shape
+        if sparse_prompt_embeddings is not None:
+            point_batch_size = sparse_prompt_embeddings.shape[1]
+        else:
+            point_batch_size = dense_prompt_embeddings.shape[1]
+        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight])
+        tokens = output_tokens.expand(batch_size, point_batch_size, -1, -1)
+        padding_mask = sparse_padding_mask
+        if sparse_prompt_embeddings is not None:
+            tokens = torch.cat([tokens, sparse_prompt_embeddings.to(tokens.dtype)], dim=2)
+        if padding_mask is not None:
+            padding_mask = torch.cat(
+                [padding_mask.new_zeros(*padding_mask.shape[:2], len(output_tokens)), padding_mask], 2
+            )
+
+        image_tokens = (image_embeddings[:, None] + dense_prompt_embeddings).flatten(3).transpose(2, 3)
+        image_pe = image_positional_embeddings.flatten(2).transpose(1, 2)[:, None]
+        tokens, image_tokens = self.transformer(tokens, image_tokens, image_pe, padding_mask)
+
+        image_tokens = image_tokens.expand(batch_size, point_batch_size, -1, -1)
+        image_tokens = image_tokens.transpose(2, 3).reshape(-1, channels, height, width)
+        upscaled = self.activation(self.upscale_layer_norm(self.upscale_conv1(image_tokens)))
+        upscaled = self.activation(self.upscale_conv2(upscaled))
+
+        # Only the returned masks are computed: tokens 1.. for multimask output, token 0 otherwise.
+        selected = range(1, self.num_mask_tokens) if multimask_output else range(1)
+        hyper_in = torch.stack([self.output_hypernetworks_mlps[i](tokens[:, :, 1 + i]) for i in selected], dim=2)
+        masks = hyper_in.flatten(0, 1) @ upscaled.flatten(2)
+        masks = masks.reshape(batch_size, point_batch_size, len(selected), *upscaled.shape[-2:])
+        iou_predictions = self.iou_prediction_head(tokens[:, :, 0])[..., selected.start : selected.stop]
+        return masks, iou_predictions

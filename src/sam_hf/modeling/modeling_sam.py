@@ -1,0 +1,182 @@
+"""`SamModel`: the image encoder, prompt encoder and mask decoder behind the transformers `PreTrainedModel` API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from ..configuration_sam import SamConfig
+from ..prompts import FOREGROUND_LABEL, check_prompts
+from .image_encoder import SamVisionAttention, SamVisionEncoder
+from .mask_decoder import SamMaskDecoder
+from .prompt_encoder import SamPositionalEmbedding, SamPromptEncoder
+
+
+@dataclass
+class SamImageSegmentationOutput(ModelOutput):
+    """
+    Args:
+        iou_scores: `(batch_size, point_batch_size, num_masks)` predicted IoU of each mask.
+        pred_masks: `(batch_size, point_batch_size, num_masks, 256, 256)` low-resolution mask logits (threshold 0);
+            `SamProcessor.post_process_masks` maps them to the original image size.
+        image_embeddings: `(batch_size, 256, 64, 64)` image embeddings, when computed from `pixel_values`, so that
+            further prompts can reuse them.
+    """
+
+    iou_scores: torch.Tensor | None = None
+    pred_masks: torch.Tensor | None = None
+    image_embeddings: torch.Tensor | None = None
+
+
+class SamPreTrainedModel(PreTrainedModel):
+    config_class = SamConfig
+    config: SamConfig
+    base_model_prefix = "sam"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    _no_split_modules: ClassVar[list[str]] = ["SamVisionLayer"]
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, SamVisionAttention) and module.use_rel_pos:
+            init.zeros_(module.rel_pos_h)
+            init.zeros_(module.rel_pos_w)
+        elif isinstance(module, SamVisionEncoder) and module.pos_embed is not None:
+            init.zeros_(module.pos_embed)
+        elif isinstance(module, SamPositionalEmbedding):
+            init.normal_(module.positional_embedding, std=1.0)
+
+
+class SamModel(SamPreTrainedModel):
+    """Segment Anything: embeds an image once (`get_image_embeddings`), then turns prompts into masks.
+
+    Example:
+
+    ```python
+    >>> from sam_hf import SamModel, SamProcessor
+    >>> model = SamModel.from_pretrained("facebook/sam-vit-base")
+    >>> processor = SamProcessor.from_pretrained("facebook/sam-vit-base")
+    >>> inputs = processor(images=image, input_points=[[[[450, 600]]]], return_tensors="pt")
+    >>> outputs = model(**inputs)
+    >>> masks = processor.post_process_masks(
+    ...     outputs.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"]
+    ... )
+    ```
+    """
+
+    # The random Fourier matrix is shared by the image grid and the prompt coordinates (one module, two names).
+    _tied_weights_keys: ClassVar[dict[str, str]] = {
+        "prompt_encoder.shared_embedding.positional_embedding": "shared_image_embedding.positional_embedding"
+    }
+
+    def __init__(self, config: SamConfig) -> None:
+        super().__init__(config)
+        self.shared_image_embedding = SamPositionalEmbedding(config.vision_config.num_pos_feats)
+        self.vision_encoder = SamVisionEncoder(config.vision_config)
+        self.prompt_encoder = SamPromptEncoder(config.prompt_encoder_config, self.shared_image_embedding)
+        self.mask_decoder = SamMaskDecoder(config.mask_decoder_config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.vision_encoder.patch_embed
+
+    def get_image_wide_positional_embeddings(self) -> torch.Tensor:
+        """`(1, 256, 64, 64)` positional encoding of the image-embedding grid."""
+        return self.shared_image_embedding.grid_embedding(self.config.prompt_encoder_config.image_embedding_size)
+
+    def _check_pixel_values(self, pixel_values: torch.Tensor) -> None:
+        vision = self.config.vision_config
+        form = f"(batch_size, {vision.num_channels}, {vision.image_size}, {vision.image_size})"
+        if not isinstance(pixel_values, torch.Tensor) or not pixel_values.is_floating_point():
+            raise TypeError(f"pixel_values must be a floating point torch.Tensor of shape {form}; use SamProcessor.")
+        expected = (vision.num_channels, vision.image_size, vision.image_size)
+        if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected or pixel_values.shape[0] == 0:
+            raise ValueError(f"pixel_values must have shape {form}, got {tuple(pixel_values.shape)}; use SamProcessor.")
+        if not torch.isfinite(pixel_values).all():
+            raise ValueError("pixel_values contains NaN or infinite values.")
+
+    def get_image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`pixel_values (batch_size, 3, 1024, 1024)` -> image embeddings `(batch_size, 256, 64, 64)`."""
+        self._check_pixel_values(pixel_values)
+        return self.vision_encoder(pixel_values.to(self.dtype))
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_points: torch.Tensor | None = None,
+        input_labels: torch.Tensor | None = None,
+        input_boxes: torch.Tensor | None = None,
+        input_masks: torch.Tensor | None = None,
+        image_embeddings: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        **kwargs,
+    ) -> SamImageSegmentationOutput:
+        r"""
+        Args:
+            pixel_values: `(batch_size, 3, 1024, 1024)` normalised, padded images from `SamProcessor`.
+            input_points: `(batch_size, point_batch_size, num_points, 2)` (x, y) in the resized 1024 frame.
+            input_labels: `(batch_size, point_batch_size, num_points)`: 1 foreground, 0 background, -1 not a point,
+                -10 padding (ignored, so ragged prompts give the masks they would give alone). Defaults to 1.
+            input_boxes: `(batch_size, point_batch_size, 4)` XYXY, one box per prompt.
+            input_masks: `(batch_size, point_batch_size or 1, 256, 256)` low-resolution mask logits, e.g. a previous
+                `pred_masks` selection, one per prompt (size 1 on the prompt axis is shared by every prompt).
+            image_embeddings: `(batch_size, 256, 64, 64)` from `get_image_embeddings`, instead of `pixel_values`.
+            multimask_output: 3 masks per prompt (for ambiguous single clicks) or 1 (for multi-prompt input).
+
+        Returns:
+            [`SamImageSegmentationOutput`] with `iou_scores (batch_size, point_batch_size, num_masks)` and
+            `pred_masks (batch_size, point_batch_size, num_masks, 256, 256)`.
+        """
+        if kwargs:
+            raise TypeError(f"SamModel.forward got unexpected arguments {sorted(kwargs)}.")
+        if (pixel_values is None) == (image_embeddings is None):
+            raise ValueError("Pass exactly one of pixel_values or image_embeddings.")
+        computed_embeddings = None
+        if pixel_values is not None:
+            image_embeddings = computed_embeddings = self.get_image_embeddings(pixel_values)
+        else:
+            self._check_image_embeddings(image_embeddings)
+        check_prompts(
+            input_points, input_labels, input_boxes, input_masks, self.config.prompt_encoder_config.mask_input_size
+        )
+        batch_size = image_embeddings.shape[0]
+        for name, prompt in (
+            ("input_points", input_points),
+            ("input_boxes", input_boxes),
+            ("input_masks", input_masks),
+        ):
+            if prompt is not None and prompt.shape[0] != batch_size:
+                raise ValueError(f"{name} has batch size {prompt.shape[0]}, but there are {batch_size} images.")
+        if input_points is not None and input_labels is None:
+            input_labels = torch.full(input_points.shape[:3], FOREGROUND_LABEL, device=input_points.device)
+
+        sparse, padding_mask, dense = self.prompt_encoder(input_points, input_labels, input_boxes, input_masks)
+        pred_masks, iou_scores = self.mask_decoder(
+            image_embeddings=image_embeddings,
+            image_positional_embeddings=self.get_image_wide_positional_embeddings(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+            sparse_padding_mask=padding_mask,
+        )
+        return SamImageSegmentationOutput(
+            iou_scores=iou_scores, pred_masks=pred_masks, image_embeddings=computed_embeddings
+        )
+
+    def _check_image_embeddings(self, image_embeddings: torch.Tensor) -> None:
+        size = self.config.prompt_encoder_config.image_embedding_size
+        channels = self.config.prompt_encoder_config.hidden_size
+        form = f"(batch_size, {channels}, {size}, {size})"
+        if not isinstance(image_embeddings, torch.Tensor) or not image_embeddings.is_floating_point():
+            raise TypeError(f"image_embeddings must be a floating point torch.Tensor of shape {form}.")
+        if image_embeddings.ndim != 4 or tuple(image_embeddings.shape[1:]) != (channels, size, size):
+            raise ValueError(f"image_embeddings must have shape {form}, got {tuple(image_embeddings.shape)}.")

@@ -1,0 +1,95 @@
+"""Prompt tensors: their layout, label values, and the checks that both the processor and the model run at their
+public boundary, so that bad input fails with a `ValueError`/`TypeError` that names the argument.
+
+Layout (images x prompts-per-image x points-per-prompt):
+
+- `input_points`: float `(batch_size, point_batch_size, num_points, 2)`, (x, y) in the model's input frame.
+- `input_labels`: integer `(batch_size, point_batch_size, num_points)`, values in `POINT_LABELS`.
+- `input_boxes`: float `(batch_size, point_batch_size, 4)`, XYXY; box `j` belongs to prompt `j`.
+- `input_masks`: float `(batch_size, point_batch_size or 1, mask_size, mask_size)` low-resolution mask logits
+  (a previous `pred_masks`), one per prompt; a size of 1 on the prompt axis is shared by every prompt.
+"""
+
+from __future__ import annotations
+
+import torch
+
+FOREGROUND_LABEL = 1
+BACKGROUND_LABEL = 0
+NOT_A_POINT_LABEL = -1  # the official "not a point" token (also what the model appends after points without box)
+PAD_LABEL = -10  # ragged prompts: the point is ignored entirely, as if the prompt had fewer points
+POINT_LABELS = (FOREGROUND_LABEL, BACKGROUND_LABEL, NOT_A_POINT_LABEL, PAD_LABEL)
+
+
+def _check_tensor(name: str, value: object, ndim: int, last_dim: int | None, form: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {form}, got {type(value).__name__}.")
+    if value.ndim != ndim or (last_dim is not None and value.shape[-1] != last_dim):
+        raise ValueError(f"{name} must have shape {form}, got {tuple(value.shape)}.")
+    if value.is_floating_point() and not torch.isfinite(value).all():
+        raise ValueError(f"{name} contains NaN or infinite values.")
+    return value
+
+
+def check_prompts(
+    input_points: torch.Tensor | None = None,
+    input_labels: torch.Tensor | None = None,
+    input_boxes: torch.Tensor | None = None,
+    input_masks: torch.Tensor | None = None,
+    mask_size: int | None = None,
+) -> None:
+    """Raises `ValueError`/`TypeError` naming the argument if the prompts do not follow the module's layout.
+
+    `mask_size` is the expected side of `input_masks` (the model's low-resolution mask size); `None` skips that check.
+    """
+    if input_points is not None:
+        _check_tensor("input_points", input_points, 4, 2, "(batch_size, point_batch_size, num_points, 2)")
+        if not input_points.is_floating_point():
+            raise TypeError(f"input_points must be a floating point tensor, got {input_points.dtype}.")
+    if input_labels is not None:
+        if input_points is None:
+            raise ValueError("input_labels were given without input_points.")
+        _check_tensor("input_labels", input_labels, 3, None, "(batch_size, point_batch_size, num_points)")
+        if input_labels.shape != input_points.shape[:3]:
+            raise ValueError(
+                f"input_labels must have one label per point: expected shape {tuple(input_points.shape[:3])}, "
+                f"got {tuple(input_labels.shape)}."
+            )
+        if input_labels.is_floating_point() and not torch.equal(input_labels, input_labels.round()):
+            raise ValueError("input_labels must be integers.")
+        allowed = torch.tensor(POINT_LABELS, device=input_labels.device)
+        if not torch.isin(input_labels.to(allowed.dtype), allowed).all():
+            raise ValueError(
+                f"input_labels must be 1 (foreground), 0 (background), -1 (not a point) or -10 (padding), "
+                f"got values {sorted(set(input_labels.unique().tolist()) - set(POINT_LABELS))}."
+            )
+    if input_boxes is not None:
+        _check_tensor("input_boxes", input_boxes, 3, 4, "(batch_size, point_batch_size, 4) as x1, y1, x2, y2")
+        if not input_boxes.is_floating_point():
+            raise TypeError(f"input_boxes must be a floating point tensor, got {input_boxes.dtype}.")
+        if (input_boxes[..., 2] < input_boxes[..., 0]).any() or (input_boxes[..., 3] < input_boxes[..., 1]).any():
+            raise ValueError("input_boxes must be x1, y1, x2, y2 with x2 >= x1 and y2 >= y1.")
+        if input_points is not None and input_boxes.shape[:2] != input_points.shape[:2]:
+            raise ValueError(
+                "input_boxes and input_points must describe the same prompts: got "
+                f"{tuple(input_boxes.shape[:2])} boxes and {tuple(input_points.shape[:2])} point prompts "
+                "(batch_size, point_batch_size)."
+            )
+    if input_masks is not None:
+        form = "(batch_size, point_batch_size or 1, mask_size, mask_size)"
+        _check_tensor("input_masks", input_masks, 4, None, form)
+        if not input_masks.is_floating_point():
+            raise TypeError(f"input_masks must be floating point mask logits, got {input_masks.dtype}.")
+        if mask_size is not None and input_masks.shape[-2:] != (mask_size, mask_size):
+            raise ValueError(
+                f"input_masks must be {mask_size}x{mask_size} low-resolution logits, got {form} = "
+                f"{tuple(input_masks.shape)}."
+            )
+        sparse = input_points if input_points is not None else input_boxes
+        if sparse is not None and (
+            input_masks.shape[0] != sparse.shape[0] or input_masks.shape[1] not in (1, sparse.shape[1])
+        ):
+            raise ValueError(
+                f"input_masks shape {tuple(input_masks.shape)} does not match the prompts' "
+                f"(batch_size, point_batch_size) = {tuple(sparse.shape[:2])}."
+            )
