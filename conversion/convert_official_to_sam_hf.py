@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 from sam_hf import SamConfig, SamModel
 from sam_hf.configuration_sam import PRESETS
+from sam_hf.processing import SamProcessor
 
 # Official name -> transformers/sam_hf name, applied in order to every key.
 KEY_RULES: list[tuple[str, str]] = [
@@ -111,8 +112,6 @@ def convert_checkpoint(
     checkpoint: str | Path, output_dir: str | Path, model_size: str | None = None, push_to_hub: str | None = None
 ) -> SamModel:
     model = build_model(load_official_checkpoint(checkpoint), model_size)
-    from sam_hf.processing import SamProcessor  # TEMP
-
     processor = SamProcessor()
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)

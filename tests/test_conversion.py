@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conversion.convert_official_to_sam_hf import convert_key, main
-from sam_hf import SamModel
+from sam_hf import SamModel, SamProcessor
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,8 @@ def test_converts_official_checkpoint_end_to_end(official_checkpoint, vit_b_pair
     path, _ = official_checkpoint
     main([str(path), str(tmp_path / "out")])
     files = {p.name for p in (tmp_path / "out").iterdir()}
-    assert {"config.json", "model.safetensors", "processor_config.json"} <= files or "preprocessor_config.json" in files
+    assert {"config.json", "model.safetensors"} <= files
+    assert isinstance(SamProcessor.from_pretrained(tmp_path / "out"), SamProcessor)
     assert not any(name.endswith((".bin", ".pth")) for name in files)
     assert json.loads((tmp_path / "out" / "config.json").read_text())["vision_config"]["hidden_size"] == 768
     loaded = SamModel.from_pretrained(tmp_path / "out")

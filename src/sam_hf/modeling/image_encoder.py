@@ -11,6 +11,9 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from ..configuration_sam import SamVisionConfig
 from .common import SamLayerNorm2d, SamMLPBlock
 
+# At most this many bias values exist at once (32 MiB in fp32), small enough to stay in the allocator's pool.
+BIAS_CHUNK_ELEMENTS = 1 << 23
+
 
 def relative_position_table(size: int, rel_pos: torch.Tensor) -> torch.Tensor:
     """Embedding of every (query, key) offset along one axis: `(size, size, head_dim)` from a `(2 * size - 1,
@@ -34,24 +37,40 @@ class SamVisionAttention(nn.Module):
             self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size - 1, head_dim))
             self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size - 1, head_dim))
 
-    def relative_position_bias(self, query: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """`(batch, heads, height * width, height * width)` bias: the query's dot product with the embedding of its
-        vertical offset to the key plus that of its horizontal offset."""
+    def decomposed_relative_position(self, query: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, ...]:
+        """The query's dot products with the embeddings of its vertical and horizontal offsets to every key row and
+        column: `(batch, heads, height * width, height)` and `(batch, heads, height * width, width)`."""
         batch_size, num_heads, _, head_dim = query.shape
         grid_query = query.reshape(batch_size, num_heads, height, width, head_dim)
         rel_h = torch.einsum("bnhwc,hkc->bnhwk", grid_query, relative_position_table(height, self.rel_pos_h))
         rel_w = torch.einsum("bnhwc,wkc->bnhwk", grid_query, relative_position_table(width, self.rel_pos_w))
-        bias = rel_h[..., :, None] + rel_w[..., None, :]
-        return bias.reshape(batch_size, num_heads, height * width, height * width)
+        return rel_h.flatten(2, 3), rel_w.flatten(2, 3)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         batch_size, height, width, channels = hidden_states.shape
         qkv = self.qkv(hidden_states).reshape(batch_size, height * width, 3, self.num_attention_heads, -1)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, tokens, head_dim)
-        bias = self.relative_position_bias(query, height, width) if self.use_rel_pos else None
-        attn_output = F.scaled_dot_product_attention(query, key, value, attn_mask=bias)
+        if self.use_rel_pos:
+            attn_output = self._attention_with_relative_position(query, key, value, height, width)
+        else:
+            attn_output = F.scaled_dot_product_attention(query, key, value)
         attn_output = attn_output.transpose(1, 2).reshape(batch_size, height, width, channels)
         return self.proj(attn_output)
+
+    def _attention_with_relative_position(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, height: int, width: int
+    ) -> torch.Tensor:
+        # The bias of key (kh, kw) is rel_h[kh] + rel_w[kw]. Expanded, it is heads x tokens x tokens floats (800 MB
+        # per global block of vit_b), so it is built and consumed a chunk of queries at a time.
+        rel_h, rel_w = self.decomposed_relative_position(query, height, width)
+        batch_size, num_heads, num_tokens, _ = query.shape
+        chunk = max(1, BIAS_CHUNK_ELEMENTS // (batch_size * num_heads * num_tokens))
+        outputs = []
+        for start in range(0, num_tokens, chunk):
+            rows = slice(start, start + chunk)
+            bias = (rel_h[:, :, rows, :, None] + rel_w[:, :, rows, None, :]).flatten(-2)
+            outputs.append(F.scaled_dot_product_attention(query[:, :, rows], key, value, attn_mask=bias))
+        return torch.cat(outputs, dim=2)
 
 
 def window_partition(hidden_states: torch.Tensor, window_size: int) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -17,6 +17,9 @@ from .image_encoder import SamVisionAttention, SamVisionEncoder
 from .mask_decoder import SamMaskDecoder
 from .prompt_encoder import SamPositionalEmbedding, SamPromptEncoder
 
+# Keys of `SamProcessor` outputs that are for post-processing only.
+PROCESSOR_ONLY_KEYS = {"original_sizes", "reshaped_input_sizes"}
+
 
 @dataclass
 class SamImageSegmentationOutput(ModelOutput):
@@ -118,7 +121,7 @@ class SamModel(SamPreTrainedModel):
         input_masks: torch.Tensor | None = None,
         image_embeddings: torch.Tensor | None = None,
         multimask_output: bool = True,
-        **kwargs,
+        **kwargs: torch.Tensor,
     ) -> SamImageSegmentationOutput:
         r"""
         Args:
@@ -131,13 +134,16 @@ class SamModel(SamPreTrainedModel):
                 `pred_masks` selection, one per prompt (size 1 on the prompt axis is shared by every prompt).
             image_embeddings: `(batch_size, 256, 64, 64)` from `get_image_embeddings`, instead of `pixel_values`.
             multimask_output: 3 masks per prompt (for ambiguous single clicks) or 1 (for multi-prompt input).
+            kwargs: only the processor's `original_sizes` / `reshaped_input_sizes`, accepted so that
+                `model(**processor(...))` works; they matter to `post_process_masks`, not to the model.
 
         Returns:
             [`SamImageSegmentationOutput`] with `iou_scores (batch_size, point_batch_size, num_masks)` and
             `pred_masks (batch_size, point_batch_size, num_masks, 256, 256)`.
         """
-        if kwargs:
-            raise TypeError(f"SamModel.forward got unexpected arguments {sorted(kwargs)}.")
+        unexpected = set(kwargs) - PROCESSOR_ONLY_KEYS
+        if unexpected:
+            raise TypeError(f"SamModel.forward got unexpected arguments {sorted(unexpected)}.")
         if (pixel_values is None) == (image_embeddings is None):
             raise ValueError("Pass exactly one of pixel_values or image_embeddings.")
         computed_embeddings = None

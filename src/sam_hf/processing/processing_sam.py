@@ -1,0 +1,168 @@
+"""Processor of sam_hf: images through `SamHfImageProcessor`, point / box prompts from nested lists in original-image
+pixels to padded tensors in the model's input frame (the layout of `sam_hf.prompts`).
+
+Named `SamHfProcessor` (exported as `SamProcessor` too) because `AutoProcessor` resolves saved processors by class
+name and transformers' own `SamProcessor` would win.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import BatchFeature, ProcessorMixin
+
+from ..prompts import FOREGROUND_LABEL, PAD_LABEL, check_prompts
+from .image_processing_sam import SamHfImageProcessor, check_sizes
+
+POINTS_FORM = "[image][prompt][point] = [x, y], i.e. (batch_size, point_batch_size, num_points, 2)"
+LABELS_FORM = "[image][prompt][point] = label, i.e. (batch_size, point_batch_size, num_points)"
+BOXES_FORM = "[image][prompt] = [x1, y1, x2, y2], i.e. (batch_size, point_batch_size, 4)"
+
+
+def _to_lists(name: str, value: Any, depth: int, form: str, leaf_size: int | None = None) -> Any:
+    """Nested lists / arrays / tensors -> Python lists exactly `depth` levels deep with numbers at the bottom (lists of
+    `leaf_size` numbers at the last level if given); a `ValueError`/`TypeError` naming `name` otherwise."""
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        value = value.tolist()
+    is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if depth == 0:
+        if is_number:
+            return value
+        if isinstance(value, (list, tuple)):
+            raise ValueError(f"{name} has too many nesting levels: expected {form}.")
+        raise TypeError(f"{name} must contain numbers, got {type(value).__name__}: expected {form}.")
+    if not isinstance(value, (list, tuple)):
+        if is_number:
+            raise ValueError(f"{name} has too few nesting levels: expected {form}.")
+        raise TypeError(f"{name} must be nested lists, arrays or tensors, got {type(value).__name__}: expected {form}.")
+    if not value:
+        raise ValueError(f"{name} must not contain empty lists: expected {form}.")
+    items = [_to_lists(name, item, depth - 1, form, leaf_size) for item in value]
+    if depth == 1 and leaf_size is not None and len(items) != leaf_size:
+        raise ValueError(f"{name} entries must have {leaf_size} coordinates, got {len(items)}: expected {form}.")
+    return items
+
+
+def _check_batch(name: str, nested: list, batch_size: int) -> None:
+    """One entry per image, and the same number of prompts in every image (prompts are batched per image)."""
+    if len(nested) != batch_size:
+        raise ValueError(f"{name} must have one entry per image: got {len(nested)} entries for {batch_size} images.")
+    counts = [len(image) for image in nested]
+    if len(set(counts)) > 1:
+        raise ValueError(
+            f"{name}: all images need the same number of prompts, got {counts}; process the images separately "
+            "or repeat a prompt."
+        )
+
+
+class SamHfProcessor(ProcessorMixin):
+    r"""Wraps `SamHfImageProcessor` and converts point / box prompts for `SamModel`.
+
+    Args:
+        image_processor: the image processor; a default `SamHfImageProcessor()` if omitted.
+    """
+
+    def __init__(self, image_processor: SamHfImageProcessor | None = None) -> None:
+        image_processor = SamHfImageProcessor() if image_processor is None else image_processor
+        if not isinstance(image_processor, SamHfImageProcessor):
+            raise TypeError(f"image_processor must be a SamHfImageProcessor, got {type(image_processor).__name__}.")
+        super().__init__(image_processor)
+
+    @classmethod
+    def _get_arguments_from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, processor_dict: dict | None = None, **kwargs: Any
+    ) -> list[SamHfImageProcessor]:
+        # Always sam_hf's image processor, also where the saved type names transformers' (`facebook/sam-vit-*`).
+        return [SamHfImageProcessor.from_pretrained(pretrained_model_name_or_path, **kwargs)]
+
+    def __call__(
+        self,
+        images: Any = None,
+        input_points: Any = None,
+        input_labels: Any = None,
+        input_boxes: Any = None,
+        original_sizes: Any = None,
+        return_tensors: str = "pt",
+    ) -> BatchFeature:
+        """Preprocesses images and/or prompts given in original-image pixels.
+
+        Args:
+            images: see `SamHfImageProcessor.preprocess`.
+            input_points: nested lists / arrays / tensors `[image][prompt][point] = [x, y]`; prompts with fewer
+                points are padded with (0, 0) and label -10 (ignored by the model).
+            input_labels: `[image][prompt][point]` in {1 foreground, 0 background, -1 not a point, -10 padding};
+                all foreground if omitted.
+            input_boxes: `[image][prompt] = [x1, y1, x2, y2]`.
+            original_sizes: `(batch_size, 2)` (height, width) of the images the prompts refer to, when called without
+                `images` (e.g. for precomputed image embeddings).
+
+        Returns:
+            `BatchFeature` with the image processor's keys if `images` were given, and `input_points` float32
+            (batch_size, point_batch_size, num_points, 2), `input_labels` int64 (batch_size, point_batch_size,
+            num_points), `input_boxes` float32 (batch_size, point_batch_size, 4), all in the resized frame.
+        """
+        if return_tensors != "pt":
+            raise ValueError(f"return_tensors must be 'pt', got {return_tensors!r}.")
+        if images is not None and original_sizes is not None:
+            raise ValueError("Pass either images or original_sizes: with images, sizes are read from the images.")
+        has_prompts = input_points is not None or input_labels is not None or input_boxes is not None
+        if images is None and not has_prompts:
+            raise ValueError("Nothing to process: pass images and/or input_points / input_boxes.")
+        data = {}
+        if images is not None:
+            data.update(self.image_processor(images, return_tensors="pt"))
+            sizes = data["original_sizes"]
+        elif original_sizes is not None:
+            sizes = check_sizes("original_sizes", original_sizes)
+        else:
+            raise ValueError("Prompts without images need original_sizes, the (height, width) of each image.")
+        if input_labels is not None and input_points is None:
+            check_prompts(input_labels=input_labels)  # raises: labels need points
+
+        resize = self.image_processor.resize_coordinates
+        if input_points is not None:
+            points = _to_lists("input_points", input_points, 4, POINTS_FORM, leaf_size=2)
+            _check_batch("input_points", points, len(sizes))
+            if input_labels is None:
+                labels = [[[FOREGROUND_LABEL] * len(prompt) for prompt in image] for image in points]
+            else:
+                labels = _to_lists("input_labels", input_labels, 3, LABELS_FORM)
+                if [[len(p) for p in image] for image in labels] != [[len(p) for p in image] for image in points]:
+                    raise ValueError(f"input_labels must have one label per point of input_points: {LABELS_FORM}.")
+            num_points = max(len(prompt) for image in points for prompt in image)
+            # float64 so that `check_prompts` can reject non-integer / NaN labels before the int64 cast.
+            point_tensor = torch.zeros(len(points), len(points[0]), num_points, 2, dtype=torch.float64)
+            label_tensor = torch.full(point_tensor.shape[:3], float(PAD_LABEL), dtype=torch.float64)
+            for i, image in enumerate(points):
+                for j, prompt in enumerate(image):
+                    point_tensor[i, j, : len(prompt)] = torch.tensor(prompt, dtype=torch.float64)
+                    label_tensor[i, j, : len(prompt)] = torch.tensor(labels[i][j], dtype=torch.float64)
+            data["input_points"] = torch.stack(
+                [resize(p, size) for p, size in zip(point_tensor, sizes.tolist(), strict=True)]
+            )
+            data["input_labels"] = label_tensor
+        if input_boxes is not None:
+            boxes = _to_lists("input_boxes", input_boxes, 3, BOXES_FORM, leaf_size=4)
+            _check_batch("input_boxes", boxes, len(sizes))
+            box_tensor = torch.tensor(boxes, dtype=torch.float64)
+            data["input_boxes"] = torch.stack(
+                [
+                    resize(b.view(-1, 2, 2), size).view(b.shape)
+                    for b, size in zip(box_tensor, sizes.tolist(), strict=True)
+                ]
+            )
+        check_prompts(data.get("input_points"), data.get("input_labels"), data.get("input_boxes"))
+        if "input_labels" in data:
+            data["input_labels"] = data["input_labels"].to(torch.int64)
+        return BatchFeature(data)
+
+    def post_process_masks(self, *args: Any, **kwargs: Any) -> list[torch.Tensor]:
+        """See `SamHfImageProcessor.post_process_masks`."""
+        return self.image_processor.post_process_masks(*args, **kwargs)
+
+
+SamProcessor = SamHfProcessor
