@@ -14,6 +14,7 @@ from transformers.utils import ModelOutput
 from ..configuration_sam import SamConfig
 from ..prompts import FOREGROUND_LABEL, check_prompts
 from .image_encoder import SamVisionAttention, SamVisionEncoder
+from .loss import sam_loss
 from .mask_decoder import SamMaskDecoder
 from .prompt_encoder import SamPositionalEmbedding, SamPromptEncoder
 
@@ -25,6 +26,7 @@ PROCESSOR_ONLY_KEYS = {"original_sizes", "reshaped_input_sizes"}
 class SamImageSegmentationOutput(ModelOutput):
     """
     Args:
+        loss: scalar training loss (`sam_hf.modeling.loss.sam_loss`), when `labels` are given.
         iou_scores: `(batch_size, point_batch_size, num_masks)` predicted IoU of each mask.
         pred_masks: `(batch_size, point_batch_size, num_masks, 256, 256)` low-resolution mask logits (threshold 0);
             `SamProcessor.post_process_masks` maps them to the original image size.
@@ -32,6 +34,7 @@ class SamImageSegmentationOutput(ModelOutput):
             further prompts can reuse them.
     """
 
+    loss: torch.Tensor | None = None
     iou_scores: torch.Tensor | None = None
     pred_masks: torch.Tensor | None = None
     image_embeddings: torch.Tensor | None = None
@@ -46,6 +49,7 @@ class SamPreTrainedModel(PreTrainedModel):
     _no_split_modules: ClassVar[list[str]] = ["SamVisionLayer"]
     supports_gradient_checkpointing = True
     _supports_sdpa = True
+    accepts_loss_kwargs = False  # the loss is a per-prompt mean: Trainer must not pass `num_items_in_batch`
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -121,6 +125,7 @@ class SamModel(SamPreTrainedModel):
         input_masks: torch.Tensor | None = None,
         image_embeddings: torch.Tensor | None = None,
         multimask_output: bool = True,
+        labels: torch.Tensor | None = None,
         **kwargs: torch.Tensor,
     ) -> SamImageSegmentationOutput:
         r"""
@@ -134,6 +139,8 @@ class SamModel(SamPreTrainedModel):
                 `pred_masks` selection, one per prompt (size 1 on the prompt axis is shared by every prompt).
             image_embeddings: `(batch_size, 256, 64, 64)` from `get_image_embeddings`, instead of `pixel_values`.
             multimask_output: 3 masks per prompt (for ambiguous single clicks) or 1 (for multi-prompt input).
+            labels: `(batch_size, point_batch_size, H, W)` ground-truth masks in the model's input frame (any
+                resolution, e.g. 256x256 or 1024x1024); `loss` is then the paper's training loss.
             kwargs: only the processor's `original_sizes` / `reshaped_input_sizes`, accepted so that
                 `model(**processor(...))` works; they matter to `post_process_masks`, not to the model.
 
@@ -174,9 +181,21 @@ class SamModel(SamPreTrainedModel):
             multimask_output=multimask_output,
             sparse_padding_mask=padding_mask,
         )
+        loss = None
+        if labels is not None:
+            self._check_labels(labels, pred_masks)
+            loss = sam_loss(pred_masks, iou_scores, labels).total
         return SamImageSegmentationOutput(
-            iou_scores=iou_scores, pred_masks=pred_masks, image_embeddings=computed_embeddings
+            loss=loss, iou_scores=iou_scores, pred_masks=pred_masks, image_embeddings=computed_embeddings
         )
+
+    @staticmethod
+    def _check_labels(labels: torch.Tensor, pred_masks: torch.Tensor) -> None:
+        form = f"(batch_size, point_batch_size, H, W) = ({pred_masks.shape[0]}, {pred_masks.shape[1]}, H, W)"
+        if not isinstance(labels, torch.Tensor):
+            raise TypeError(f"labels must be a torch.Tensor of ground-truth masks {form}.")
+        if labels.ndim != 4 or labels.shape[:2] != pred_masks.shape[:2]:
+            raise ValueError(f"labels must be ground-truth masks of shape {form}, got {tuple(labels.shape)}.")
 
     def _check_image_embeddings(self, image_embeddings: torch.Tensor) -> None:
         size = self.config.prompt_encoder_config.image_embedding_size

@@ -1,0 +1,162 @@
+"""Training support: the paper's loss, the interactive sampler, generated scenes, and training with a plain loop,
+transformers' Trainer, and a frozen encoder on cached embeddings."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from transformers import Trainer, TrainingArguments
+
+from sam_hf import SamConfig, SamModel
+from sam_hf.data import ShapesDataset, generate_scene
+from sam_hf.modeling.loss import sam_loss
+from sam_hf.prompts import BACKGROUND_LABEL, FOREGROUND_LABEL, NOT_A_POINT_LABEL
+from sam_hf.training.interactive import InteractiveTrainer, noisy_boxes, sample_error_points
+from sam_hf.training.shapes import bundled_processor, scene_batch
+
+
+def test_loss_matches_hand_computed_values():
+    # Two candidate masks of two pixels; the ground truth is [1, 0].
+    logits = torch.tensor([[[[[0.0, 0.0]], [[2.0, -2.0]]]]])  # (1, 1, 2, 1, 2)
+    iou_scores = torch.tensor([[[0.5, 0.5]]])
+    labels = torch.tensor([[[[1.0, 0.0]]]])
+    p = 1 / (1 + math.exp(-2))  # sigmoid(2): probability of the right class at both pixels of mask 1
+    focal = [0.25 * math.log(2), -math.log(p) * (1 - p) ** 2]  # gamma 2, no alpha; equal at both pixels
+    dice = [1 - (2 * 0.5 + 1) / (2 + 1), 1 - (2 * p + 1) / (2 + 1)]
+    mask_losses = [20 * f + d for f, d in zip(focal, dice, strict=True)]
+    iou_mse = ((0.5 - 0.0) ** 2 + (0.5 - 1.0) ** 2) / 2  # mask 0 is empty (IoU 0), mask 1 is exact (IoU 1)
+    loss = sam_loss(logits, iou_scores, labels)
+    assert loss.mask.item() == pytest.approx(min(mask_losses), rel=1e-5)
+    assert loss.iou.item() == pytest.approx(iou_mse, rel=1e-6)
+    assert loss.total.item() == pytest.approx(min(mask_losses) + iou_mse, rel=1e-5)
+
+
+def test_loss_trains_only_the_best_candidate():
+    logits = torch.tensor([[[[[0.0, 0.0]], [[2.0, -2.0]]]]], requires_grad=True)
+    sam_loss(logits, torch.zeros(1, 1, 2), torch.tensor([[[[1.0, 0.0]]]])).mask.backward()
+    assert logits.grad[0, 0, 0].abs().sum() == 0 and logits.grad[0, 0, 1].abs().sum() > 0
+
+
+def test_forward_returns_the_loss_when_labels_are_given(tiny_model):
+    points = torch.tensor([[[[30.0, 40.0]], [[90.0, 90.0]]]])
+    labels = torch.zeros(1, 2, 128, 128)
+    labels[0, 0, 20:60, 10:50] = 1
+    output = tiny_model(image_embeddings=torch.randn(1, 64, 8, 8), input_points=points, labels=labels)
+    expected = sam_loss(output.pred_masks, output.iou_scores, labels).total
+    torch.testing.assert_close(output.loss, expected)
+    with pytest.raises(ValueError, match="labels"):
+        tiny_model(image_embeddings=torch.randn(1, 64, 8, 8), input_points=points, labels=labels[:, :1])
+
+
+def test_error_points_come_from_the_error_region():
+    generator = torch.Generator().manual_seed(0)
+    pred = torch.rand(64, 24, 24, generator=generator) > 0.5
+    gt = torch.rand(64, 24, 24, generator=generator) > 0.5
+    pred[:4], gt[:4] = gt[:4], gt[:4]  # no error at all
+    for _ in range(5):
+        points, labels = sample_error_points(pred, gt, generator)
+        x, y = points[:, 0].long(), points[:, 1].long()
+        picked_gt, picked_pred = gt[torch.arange(64), y, x], pred[torch.arange(64), y, x]
+        has_error = (pred ^ gt).flatten(1).any(dim=1)
+        assert (labels[~has_error] == NOT_A_POINT_LABEL).all()
+        assert (picked_gt != picked_pred)[has_error].all()  # inside the error region
+        assert (labels[has_error & picked_gt] == FOREGROUND_LABEL).all()  # missed object: foreground click
+        assert (labels[has_error & ~picked_gt] == BACKGROUND_LABEL).all()  # spill-over: background click
+
+
+def test_noisy_boxes_stay_near_the_tight_box():
+    mask = torch.zeros(8, 100, 100, dtype=torch.bool)
+    mask[:, 20:60, 30:90] = True
+    boxes = noisy_boxes(mask, torch.Generator().manual_seed(0))
+    tight = torch.tensor([30.0, 20.0, 89.0, 59.0])
+    assert ((boxes - tight).abs() <= 20).all() and (boxes - tight).abs().max() > 0
+    assert (boxes[:, 2:] >= boxes[:, :2]).all()
+
+
+def test_scenes_are_deterministic_named_and_disjoint():
+    first, again, other = generate_scene(7), generate_scene(7), generate_scene(8)
+    assert np.array_equal(first.image, again.image) and first.names == again.names
+    assert not np.array_equal(first.image, other.image)
+    assert first.image.shape == (128, 128, 3) and first.image.dtype == np.uint8
+    masks = first.masks
+    assert 1 <= len(masks) <= 4 and masks.sum(axis=(1, 2)).min() > 0
+    assert masks.sum(axis=0).max() == 1  # occlusion leaves visible parts that never overlap
+    assert all(len(name.split()) == 2 for name in first.names)
+    dataset = ShapesDataset(3, seed=7)
+    assert len(dataset) == 3 and dataset[0].names == first.names
+    with pytest.raises(IndexError):
+        dataset[3]
+    with pytest.raises(ValueError, match="num_scenes"):
+        ShapesDataset(0)
+
+
+def small_trainable_model() -> SamModel:
+    torch.manual_seed(0)
+    return SamModel(
+        SamConfig(
+            vision_config={
+                "image_size": 128,
+                "patch_size": 16,
+                "hidden_size": 32,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "window_size": 4,
+                "global_attn_indexes": [1],
+                "output_channels": 32,
+                "num_pos_feats": 16,
+            },
+            prompt_encoder_config={"image_size": 128, "hidden_size": 32},
+            mask_decoder_config={"hidden_size": 32, "mlp_dim": 64, "num_attention_heads": 2, "iou_head_hidden_dim": 32},
+        )
+    )
+
+
+def test_a_few_interactive_steps_lower_the_loss():
+    model = small_trainable_model()
+    trainer = InteractiveTrainer(model, seed=0)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-3)
+    pixel_values, gt_masks = scene_batch(list(range(4)), bundled_processor())
+    losses = []
+    for _ in range(15):
+        loss = trainer(pixel_values, gt_masks)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
+
+
+def test_transformers_trainer_and_frozen_encoder_on_cached_embeddings(tmp_path):
+    """`Trainer` drives `SamModel.forward(..., labels=...)`; with the encoder frozen, training on cached embeddings
+    changes the decoder only."""
+    model = small_trainable_model()
+    model.vision_encoder.requires_grad_(False)
+    pixel_values, gt_masks = scene_batch(list(range(4)), bundled_processor())
+    with torch.no_grad():
+        embeddings = model.get_image_embeddings(pixel_values)
+    points = torch.stack([torch.nonzero(m)[len(torch.nonzero(m)) // 2].flip(0).float() for m in gt_masks.flatten(0, 1)])
+    examples = [
+        {
+            "image_embeddings": embeddings[i],
+            "input_points": points.view(4, 4, 1, 2)[i],
+            "labels": gt_masks[i].float(),
+        }
+        for i in range(4)
+    ]
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=3,
+        per_device_train_batch_size=2,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+    )
+    result = Trainer(model=model, args=args, train_dataset=examples).train()
+    assert math.isfinite(result.training_loss)
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert any(name.startswith("mask_decoder.") for name in changed)
+    assert not any(name.startswith("vision_encoder.") for name in changed)
