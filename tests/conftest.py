@@ -91,11 +91,9 @@ def vit_b_pair() -> tuple[Sam, SamModel]:
     return official, build_model(official.state_dict())
 
 
-@pytest.fixture
-def tiny_model() -> SamModel:
-    """Fast random model for API and input-checking tests (64-wide decoder, 128 input)."""
-    torch.manual_seed(0)
-    config = SamConfig(
+def tiny_config() -> SamConfig:
+    """A fast model for API, input-checking and training tests: 128 input, 2 blocks of width 32, 64-wide decoder."""
+    return SamConfig(
         vision_config={
             "image_size": 128,
             "hidden_size": 32,
@@ -109,4 +107,10 @@ def tiny_model() -> SamModel:
         prompt_encoder_config={"image_size": 128, "hidden_size": 64},
         mask_decoder_config={"hidden_size": 64, "mlp_dim": 128, "num_attention_heads": 2, "iou_head_hidden_dim": 64},
     )
-    return perturb_(SamModel(config), seed=7)
+
+
+@pytest.fixture
+def tiny_model() -> SamModel:
+    """`tiny_config()` with random weights, perturbed so that no table is all zeros."""
+    torch.manual_seed(0)
+    return perturb_(SamModel(tiny_config()), seed=7)

@@ -86,3 +86,12 @@ def test_key_rules_follow_transformers_layout():
     assert convert_key("mask_decoder.output_hypernetworks_mlps.2.layers.1.weight") == (
         "mask_decoder.output_hypernetworks_mlps.2.layers.0.weight"
     )
+
+
+def test_push_to_hub_uploads_model_and_processor(official_checkpoint, tmp_path, monkeypatch):
+    """The Hub upload goes through the standard `push_to_hub` of the model and the processor (no network here)."""
+    pushed = []
+    monkeypatch.setattr(SamModel, "push_to_hub", lambda self, repo_id, **kw: pushed.append(("model", repo_id)))
+    monkeypatch.setattr(SamProcessor, "push_to_hub", lambda self, repo_id, **kw: pushed.append(("processor", repo_id)))
+    main([str(official_checkpoint[0]), str(tmp_path / "out"), "--push-to-hub", "user/sam-vit-base"])
+    assert pushed == [("model", "user/sam-vit-base"), ("processor", "user/sam-vit-base")]

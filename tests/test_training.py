@@ -10,12 +10,13 @@ import pytest
 import torch
 from transformers import Trainer, TrainingArguments
 
-from sam_hf import SamConfig, SamModel
+from sam_hf import SamModel
 from sam_hf.data import ShapesDataset, generate_scene
 from sam_hf.modeling.loss import sam_loss
 from sam_hf.prompts import BACKGROUND_LABEL, FOREGROUND_LABEL, NOT_A_POINT_LABEL
 from sam_hf.training.interactive import InteractiveTrainer, noisy_boxes, sample_error_points
 from sam_hf.training.shapes import bundled_processor, scene_batch
+from tests.conftest import tiny_config
 
 
 def test_loss_matches_hand_computed_values():
@@ -95,23 +96,7 @@ def test_scenes_are_deterministic_named_and_disjoint():
 
 def small_trainable_model() -> SamModel:
     torch.manual_seed(0)
-    return SamModel(
-        SamConfig(
-            vision_config={
-                "image_size": 128,
-                "patch_size": 16,
-                "hidden_size": 32,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 2,
-                "window_size": 4,
-                "global_attn_indexes": [1],
-                "output_channels": 32,
-                "num_pos_feats": 16,
-            },
-            prompt_encoder_config={"image_size": 128, "hidden_size": 32},
-            mask_decoder_config={"hidden_size": 32, "mlp_dim": 64, "num_attention_heads": 2, "iou_head_hidden_dim": 32},
-        )
-    )
+    return SamModel(tiny_config())
 
 
 def test_a_few_interactive_steps_lower_the_loss():

@@ -1,29 +1,42 @@
 """sam_hf: Segment Anything on the Hugging Face transformers API.
 
 Importing the package registers its classes with transformers' Auto classes (`AutoConfig`, `AutoModel`,
-`AutoProcessor`, ...) under the model type `"sam_hf"`.
+`AutoProcessor`, ...) under the model type `"sam_hf"`, and its pipelines: `"mask-generation"` for sam_hf models and
+`"promptable-mask-generation"`.
 """
+
+from pathlib import Path
 
 from transformers import AutoConfig, AutoModel
 
 from .configuration_sam import SamConfig, SamMaskDecoderConfig, SamPromptEncoderConfig, SamVisionConfig
+from .everything import SamAutomaticMaskGenerator
 from .modeling import SamImageSegmentationOutput, SamModel, SamPreTrainedModel
+from .pipelines import SamMaskGenerationPipeline, SamPromptableMaskGenerationPipeline, register_pipelines
 from .processing import SamHfImageProcessor, SamHfProcessor, SamImageProcessor, SamProcessor, register_auto_classes
 
 AutoConfig.register(SamConfig.model_type, SamConfig, exist_ok=True)
 AutoModel.register(SamConfig, SamModel, exist_ok=True)
 register_auto_classes()
+register_pipelines()
+
+# The small model this project trains on generated shapes and ships: the offline default of the CLI and the Space.
+BUNDLED_MODEL_PATH = str(Path(__file__).parent / "bundled" / "sam-hf-shapes")
 
 __all__ = [
+    "BUNDLED_MODEL_PATH",
+    "SamAutomaticMaskGenerator",
     "SamConfig",
     "SamHfImageProcessor",
     "SamHfProcessor",
     "SamImageProcessor",
     "SamImageSegmentationOutput",
     "SamMaskDecoderConfig",
+    "SamMaskGenerationPipeline",
     "SamModel",
     "SamPreTrainedModel",
     "SamProcessor",
     "SamPromptEncoderConfig",
+    "SamPromptableMaskGenerationPipeline",
     "SamVisionConfig",
 ]

@@ -153,15 +153,15 @@ class SamModel(SamPreTrainedModel):
             raise TypeError(f"SamModel.forward got unexpected arguments {sorted(unexpected)}.")
         if (pixel_values is None) == (image_embeddings is None):
             raise ValueError("Pass exactly one of pixel_values or image_embeddings.")
-        computed_embeddings = None
+        # Every input is checked before the (expensive) image encoder runs.
         if pixel_values is not None:
-            image_embeddings = computed_embeddings = self.get_image_embeddings(pixel_values)
+            self._check_pixel_values(pixel_values)
         else:
             self._check_image_embeddings(image_embeddings)
         check_prompts(
             input_points, input_labels, input_boxes, input_masks, self.config.prompt_encoder_config.mask_input_size
         )
-        batch_size = image_embeddings.shape[0]
+        batch_size = (pixel_values if pixel_values is not None else image_embeddings).shape[0]
         for name, prompt in (
             ("input_points", input_points),
             ("input_boxes", input_boxes),
@@ -171,6 +171,9 @@ class SamModel(SamPreTrainedModel):
                 raise ValueError(f"{name} has batch size {prompt.shape[0]}, but there are {batch_size} images.")
         if input_points is not None and input_labels is None:
             input_labels = torch.full(input_points.shape[:3], FOREGROUND_LABEL, device=input_points.device)
+        computed_embeddings = None
+        if pixel_values is not None:
+            image_embeddings = computed_embeddings = self.vision_encoder(pixel_values.to(self.dtype))
 
         sparse, padding_mask, dense = self.prompt_encoder(input_points, input_labels, input_boxes, input_masks)
         pred_masks, iou_scores = self.mask_decoder(

@@ -23,12 +23,11 @@ from .interactive import InteractiveTrainer
 from .shapes import bundled_config, bundled_processor, scene_batch
 
 
-def learning_rate_factor(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Linear warm-up, then cosine decay to 10 % of the peak."""
+def learning_rate_factor(step: int, warmup_steps: int, progress: float) -> float:
+    """Linear warm-up, then cosine decay to 10 % of the peak as `progress` goes from 0 to 1."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def train(
@@ -38,23 +37,36 @@ def train(
     batch_size: int = 16,
     learning_rate: float = 3e-4,
     warmup_steps: int = 100,
+    num_corrective_points: int = 2,
     seed: int = 0,
 ) -> list[dict]:
-    """Trains from scratch; stops after `steps` or `minutes`, saves model + processor to `output_dir`, returns the
-    loss log (every 25 steps)."""
+    """Trains from scratch for `steps` steps, or `minutes` if that comes first (the learning rate anneals over whichever
+    budget runs out first), saves model + processor to `output_dir`, returns the loss log (every 25 steps)."""
     torch.manual_seed(seed)
     accelerator = Accelerator()
+    if minutes is not None and accelerator.num_processes > 1:
+        # Each process would read its own clock and step a different learning rate.
+        raise ValueError("minutes is for single-process runs; give several processes a number of steps.")
     model = SamModel(bundled_config())
-    trainer = InteractiveTrainer(model, seed=seed + accelerator.process_index)
+    trainer = InteractiveTrainer(model, num_corrective_points, seed=seed + accelerator.process_index)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
+    start = time.monotonic()
+
+    def progress(step: int) -> float:
+        """Fraction of the budget used: steps, or time when that runs out first, so the schedule always anneals."""
+        fraction = step / steps
+        if minutes is not None:
+            fraction = max(fraction, (time.monotonic() - start) / (minutes * 60))
+        return fraction
+
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: learning_rate_factor(step, warmup_steps, steps)
+        optimizer, lambda step: learning_rate_factor(step, warmup_steps, progress(step))
     )
     trainer, optimizer, scheduler = accelerator.prepare(trainer, optimizer, scheduler)
     processor = bundled_processor()
-    log, running, start = [], [], time.monotonic()
-    progress = tqdm(range(steps), disable=not accelerator.is_main_process, desc="training")
-    for step in progress:
+    log, running = [], []
+    bar = tqdm(range(steps), disable=not accelerator.is_main_process, desc="training")
+    for step in bar:
         # Scene seeds are disjoint across steps and processes, and far below the held-out seeds.
         first = (step * accelerator.num_processes + accelerator.process_index) * batch_size
         pixel_values, gt_masks = scene_batch(list(range(first, first + batch_size)), processor)
@@ -68,10 +80,10 @@ def train(
         if (step + 1) % 25 == 0:
             elapsed = time.monotonic() - start
             log.append({"step": step + 1, "loss": sum(running) / len(running), "minutes": elapsed / 60})
-            progress.set_postfix(loss=f"{log[-1]['loss']:.3f}")
+            bar.set_postfix(loss=f"{log[-1]['loss']:.3f}")
             running = []
-            if minutes is not None and elapsed > minutes * 60:
-                break
+        if progress(step + 1) >= 1.0:
+            break
     if accelerator.is_main_process:
         accelerator.unwrap_model(trainer).model.save_pretrained(output_dir)
         processor.save_pretrained(output_dir)
@@ -86,9 +98,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--minutes", type=float, help="stop early after this much time")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=3e-4)
+    parser.add_argument("--corrective-points", type=int, default=2, help="error-region clicks per interaction")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    train(args.output, args.steps, args.minutes, args.batch_size, args.learning_rate, seed=args.seed)
+    train(
+        args.output,
+        args.steps,
+        args.minutes,
+        args.batch_size,
+        args.learning_rate,
+        num_corrective_points=args.corrective_points,
+        seed=args.seed,
+    )
 
 
 if __name__ == "__main__":
