@@ -39,15 +39,17 @@ def train(
     warmup_steps: int = 100,
     num_corrective_points: int = 2,
     seed: int = 0,
+    init_from: str | Path | None = None,
 ) -> list[dict]:
-    """Trains from scratch for `steps` steps, or `minutes` if that comes first (the learning rate anneals over whichever
-    budget runs out first), saves model + processor to `output_dir`, returns the loss log (every 25 steps)."""
+    """Trains from scratch (or from the model at `init_from`) for `steps` steps, or `minutes` if that comes first
+    (the learning rate anneals over whichever budget runs out first), saves model + processor to `output_dir`, and
+    returns the loss log (every 25 steps)."""
     torch.manual_seed(seed)
     accelerator = Accelerator()
     if minutes is not None and accelerator.num_processes > 1:
         # Each process would read its own clock and step a different learning rate.
         raise ValueError("minutes is for single-process runs; give several processes a number of steps.")
-    model = SamModel(bundled_config())
+    model = SamModel.from_pretrained(init_from) if init_from else SamModel(bundled_config())
     trainer = InteractiveTrainer(model, num_corrective_points, seed=seed + accelerator.process_index)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
     start = time.monotonic()
@@ -100,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--corrective-points", type=int, default=2, help="error-region clicks per interaction")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init-from", help="continue from this model directory instead of a random init")
     args = parser.parse_args(argv)
     train(
         args.output,
@@ -109,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         args.learning_rate,
         num_corrective_points=args.corrective_points,
         seed=args.seed,
+        init_from=args.init_from,
     )
 
 
