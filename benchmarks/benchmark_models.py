@@ -51,32 +51,18 @@ def measure(fn: Callable[[], Any], warmup: int, repeats: int) -> tuple[float, An
     return statistics.median(times), result
 
 
-def load_contender(name: str, weights: Path, size: str) -> tuple[Encode, Decode]:
-    """`(encode, decode)` of one contender holding the official weights stored at `weights`."""
+def load_model(name: str, weights: Path, size: str) -> torch.nn.Module:
+    """The official `Sam`, transformers' `SamModel` (sdpa) or sam_hf's `SamModel`, holding the official weights stored
+    at `weights`, in eval mode."""
     from safetensors.torch import load_file
 
     state_dict = load_file(weights)
     if name == "official":
         from segment_anything import sam_model_registry
 
-        sam = sam_model_registry[size]()
-        sam.load_state_dict(state_dict, strict=True)
-        sam.eval()
-
-        def decode_official(embedding: torch.Tensor, points: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-            sparse, dense = sam.prompt_encoder(points=(points, labels), boxes=None, masks=None)
-            _, iou = sam.mask_decoder(
-                image_embeddings=embedding,
-                image_pe=sam.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=True,
-            )
-            return iou
-
-        return sam.image_encoder, decode_official
-
-    if name == "transformers":
+        model = sam_model_registry[size]()
+        model.load_state_dict(state_dict, strict=True)
+    elif name == "transformers":
         import transformers
 
         from conversion.convert_official_to_sam_hf import convert_state_dict
@@ -89,7 +75,26 @@ def load_contender(name: str, weights: Path, size: str) -> tuple[Encode, Decode]
         from conversion.convert_official_to_sam_hf import build_model
 
         model = build_model(state_dict, size)
-    model.eval()
+    return model.eval()
+
+
+def load_contender(name: str, weights: Path, size: str) -> tuple[Encode, Decode]:
+    """`(encode, decode)` of one contender holding the official weights stored at `weights`."""
+    model = load_model(name, weights, size)
+    if name == "official":
+
+        def decode_official(embedding: torch.Tensor, points: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            sparse, dense = model.prompt_encoder(points=(points, labels), boxes=None, masks=None)
+            _, iou = model.mask_decoder(
+                image_embeddings=embedding,
+                image_pe=model.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=True,
+            )
+            return iou
+
+        return model.image_encoder, decode_official
 
     def decode_hf(embedding: torch.Tensor, points: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         out = model(image_embeddings=embedding, input_points=points[None], input_labels=labels[None])
@@ -177,19 +182,26 @@ def table(args: argparse.Namespace, env: dict[str, Any], workers: dict[str, dict
     return "\n".join(lines)
 
 
+def run_workers(module: str, names: list[str], size: str, worker_args: list[str]) -> dict[str, dict[str, Any]]:
+    """Saves perturbed official weights, then runs `python -m module --worker NAME --weights PATH *worker_args` for
+    each name in a fresh process and returns the JSON each prints last, by name."""
+    workers: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "official.safetensors"
+        random_official_weights(size, weights)
+        for name in names:
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            command = [sys.executable, "-m", module, "--worker", name, "--weights", str(weights), *worker_args]
+            done = subprocess.run(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=True)
+            workers[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    return workers
+
+
 def run_parent(args: argparse.Namespace) -> None:
     shared = ["--size", args.size, "--threads", str(args.threads), "--warmup", str(args.warmup)]
     shared += ["--repeats", str(args.repeats), "--prompts", *map(str, args.prompts)]
     shared += ["--skip-encoder"] if args.skip_encoder else []
-    workers: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        weights = Path(tmp) / "official.safetensors"
-        random_official_weights(args.size, weights)
-        for name in args.contenders:
-            print(f"running {name} ...", file=sys.stderr, flush=True)
-            command = [sys.executable, "-m", "benchmarks.benchmark_models", "--worker", name, "--weights", str(weights)]
-            done = subprocess.run(command + shared, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=True)
-            workers[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    workers = run_workers("benchmarks.benchmark_models", args.contenders, args.size, shared)
     env = environment(args)
     print(table(args, env, workers))
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -197,23 +209,40 @@ def run_parent(args: argparse.Namespace) -> None:
     print(f"\nraw results: {args.json}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def base_parser(description: str, json_name: str, warmup: int, repeats: int) -> argparse.ArgumentParser:
+    """The options every benchmark here shares: model size, contenders, threads, warm-up and repeat counts, the JSON
+    path under benchmarks/results/ and the hidden worker options."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
     parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
-    parser.add_argument("--prompts", nargs="+", type=int, default=[1, 64], help="prompt counts to time")
-    parser.add_argument("--skip-encoder", action="store_true", help="decode from a random embedding instead")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "latest.json")
+    parser.add_argument("--warmup", type=int, default=warmup)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--json", type=Path, default=REPO_ROOT / "benchmarks" / "results" / json_name)
     parser.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
+    return parser
+
+
+def run_cli(
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
+    run_worker: Callable[[argparse.Namespace], dict[str, Any]],
+    run_parent: Callable[[argparse.Namespace], None],
+) -> None:
+    """Parses `argv`: as `--worker NAME`, prints the worker's JSON line; otherwise runs the parent."""
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(run_worker(args)))
     else:
         run_parent(args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = base_parser(__doc__, "latest.json", warmup=1, repeats=3)
+    parser.add_argument("--prompts", nargs="+", type=int, default=[1, 64], help="prompt counts to time")
+    parser.add_argument("--skip-encoder", action="store_true", help="decode from a random embedding instead")
+    run_cli(parser, argv, run_worker, run_parent)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,244 @@
+"""`transformers.pipeline()` glue for sam_hf models, registered on `import sam_hf`.
+
+- `"mask-generation"`: transformers' `MaskGenerationPipeline` drives its own image processor's API
+  (`generate_crop_boxes`, `filter_masks`, `post_process_for_mask_generation`, ...), which sam_hf's official-exact
+  processor does not have, and it lacks the official per-crop NMS, small-region removal and COCO RLE. The task is
+  therefore registered to a small dispatcher: sam_hf models get `SamMaskGenerationPipeline` (the official algorithm,
+  `sam_hf.everything`), every other model, transformers' own SAM included, gets transformers' `MaskGenerationPipeline`
+  exactly as before. `pipeline(..., pipeline_class=SamMaskGenerationPipeline)` also works.
+- `"promptable-mask-generation"`: `SamPromptableMaskGenerationPipeline`, masks and scores for point / box prompts
+  (text prompts: see `SamPromptableMaskGenerationPipeline.text_prompts`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoModelForMaskGeneration, Pipeline
+from transformers.image_utils import load_image
+from transformers.pipelines import PIPELINE_REGISTRY, MaskGenerationPipeline, check_task
+from transformers.utils import logging
+
+from .configuration_sam import SamConfig
+from .everything import SamAutomaticMaskGenerator, decode_segmentation, uncompressed_rle
+from .modeling import SamModel
+from .processing import SamImageProcessor, SamProcessor
+
+MASK_GENERATION = "mask-generation"
+PROMPTABLE_MASK_GENERATION = "promptable-mask-generation"
+
+# Names of transformers' mask-generation pipeline -> the official generator's.
+TRANSFORMERS_ALIASES = {
+    "points_per_crop": "points_per_side",
+    "crops_n_layers": "crop_n_layers",
+    "crops_nms_thresh": "crop_nms_thresh",
+}
+GENERATOR_PARAMS = (
+    "points_per_side",
+    "points_per_batch",
+    "pred_iou_thresh",
+    "stability_score_thresh",
+    "stability_score_offset",
+    "box_nms_thresh",
+    "crop_n_layers",
+    "crop_nms_thresh",
+    "crop_overlap_ratio",
+    "crop_n_points_downscale_factor",
+    "point_grids",
+    "min_mask_region_area",
+    "output_mode",
+)
+
+
+def _load(image: Any, timeout: float | None) -> Any:
+    """Paths and URLs -> PIL image; images in any form `SamProcessor` accepts pass through."""
+    return load_image(image, timeout=timeout) if isinstance(image, str) else image
+
+
+class _SamPipeline(Pipeline):
+    """Holds a sam_hf `SamModel` and a `SamProcessor`, given, loaded with the model, or matching the model's size."""
+
+    _load_processor = None  # optional: a saved processor or image processor is used when there is one
+    _load_image_processor = None
+    _load_feature_extractor = False
+    _load_tokenizer = False
+
+    def __init__(self, model: SamModel, processor: SamProcessor | None = None, **kwargs: Any) -> None:
+        if not isinstance(model, SamModel):
+            raise TypeError(
+                f"{type(self).__name__} needs a sam_hf SamModel, got {type(model).__name__}; load checkpoints with "
+                "sam_hf.SamModel.from_pretrained."
+            )
+        super().__init__(model=model, processor=processor, **kwargs)
+        if not isinstance(self.processor, SamProcessor):
+            image_processor = self.image_processor
+            if not isinstance(image_processor, SamImageProcessor):
+                size = model.config.vision_config.image_size
+                image_processor = SamImageProcessor(longest_edge=size, pad_size=size)
+            self.processor = SamProcessor(image_processor)
+        self.image_processor = self.processor.image_processor
+
+
+class SamMaskGenerationPipeline(_SamPipeline):
+    """Everything mode (`"mask-generation"`) for sam_hf models, with the official automatic mask generator.
+
+    Call parameters: the official generator's (`points_per_side`, `pred_iou_thresh`, ..., `output_mode`; see
+    `SamAutomaticMaskGenerator`), transformers' names `points_per_crop` / `crops_n_layers` / `crops_nms_thresh`,
+    `output_bboxes_mask`, `output_rle_mask` and `timeout`.
+
+    Returns:
+        dict with transformers' keys `masks` (list of `(h, w)` bool arrays) and `scores` (`(n,)` predicted IoU), plus
+        `bounding_boxes` (`(n, 4)` XYXY) / `rle_mask` (uncompressed RLEs) when asked, and `annotations`: the official
+        records (`segmentation` per `output_mode`, `area`, `bbox`, `predicted_iou`, ...).
+    """
+
+    def _sanitize_parameters(self, **kwargs: Any) -> tuple[dict, dict, dict]:
+        preprocess = {"timeout": kwargs.pop("timeout")} if "timeout" in kwargs else {}
+        postprocess = {key: kwargs.pop(key) for key in ("output_bboxes_mask", "output_rle_mask") if key in kwargs}
+        forward = {TRANSFORMERS_ALIASES.get(key, key): value for key, value in kwargs.items()}
+        both = [alias for alias, name in TRANSFORMERS_ALIASES.items() if alias in kwargs and name in kwargs]
+        if both:
+            raise TypeError(f"Pass {both[0]} or {TRANSFORMERS_ALIASES[both[0]]}, not both.")
+        unknown = set(forward) - set(GENERATOR_PARAMS)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected parameters {sorted(unknown)}.")
+        return preprocess, forward, postprocess
+
+    def preprocess(self, image: Any, timeout: float | None = None) -> dict[str, Any]:
+        return {"image": _load(image, timeout)}
+
+    def _forward(self, model_inputs: dict[str, Any], **generator_params: Any) -> dict[str, Any]:
+        generator = SamAutomaticMaskGenerator(self.model, processor=self.processor, **generator_params)
+        return {"annotations": generator.generate(model_inputs["image"])}
+
+    def postprocess(
+        self, model_outputs: dict[str, Any], output_bboxes_mask: bool = False, output_rle_mask: bool = False
+    ) -> dict[str, Any]:
+        annotations = model_outputs["annotations"]
+        masks = [decode_segmentation(record["segmentation"]) for record in annotations]
+        outputs = {
+            "masks": masks,
+            "scores": torch.tensor([record["predicted_iou"] for record in annotations]),
+            "annotations": annotations,
+        }
+        if output_bboxes_mask:
+            boxes = torch.tensor([record["bbox"] for record in annotations], dtype=torch.long).reshape(-1, 4)
+            outputs["bounding_boxes"] = torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], dim=1)
+        if output_rle_mask:
+            outputs["rle_mask"] = [uncompressed_rle(mask) for mask in masks]
+        return outputs
+
+
+class SamPromptableMaskGenerationPipeline(_SamPipeline):
+    """Masks for prompts on one image (`"promptable-mask-generation"`).
+
+    Call: `pipe(image, points=..., labels=..., boxes=..., multimask_output=True, mask_threshold=0.0)`, in original
+    image pixels. One prompt: `points` `[[x, y], ...]` with `labels` `[1, 0, ...]` (1 foreground, 0 background;
+    default all foreground) and/or `boxes` `[x1, y1, x2, y2]`. Several prompts: one more nesting level,
+    `points` `[[[x, y], ...], ...]`, `labels` `[[...], ...]`, `boxes` `[[x1, y1, x2, y2], ...]`; ragged point lists are
+    padded. `text` is reserved for text prompts.
+
+    Returns:
+        dict with `masks` bool `(num_prompts, num_masks, height, width)` and `scores` (predicted IoU)
+        `(num_prompts, num_masks)`; `num_masks` is 3 with `multimask_output` and 1 without.
+    """
+
+    def _sanitize_parameters(self, **kwargs: Any) -> tuple[dict, dict, dict]:
+        preprocess = {key: kwargs.pop(key) for key in ("points", "labels", "boxes", "text", "timeout") if key in kwargs}
+        forward = {"multimask_output": kwargs.pop("multimask_output")} if "multimask_output" in kwargs else {}
+        postprocess = {"mask_threshold": kwargs.pop("mask_threshold")} if "mask_threshold" in kwargs else {}
+        if kwargs:
+            raise TypeError(f"{type(self).__name__} got unexpected parameters {sorted(kwargs)}.")
+        return preprocess, forward, postprocess
+
+    def text_prompts(self, image: Any, text: str | list[str]) -> dict[str, Any]:
+        """The hook for text prompts: returns `SamProcessor` prompt arguments (`input_points` / `input_labels` /
+        `input_boxes`, image level included) for `text` on `image`. sam_hf has no text encoder yet."""
+        raise NotImplementedError("Text prompts are not supported yet: pass points and/or boxes.")
+
+    def preprocess(
+        self,
+        image: Any,
+        points: Any = None,
+        labels: Any = None,
+        boxes: Any = None,
+        text: str | list[str] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        image = _load(image, timeout)
+        prompts = {}
+        if text is not None:
+            prompts = self.text_prompts(image, text)
+        for name, value, single_ndim in (("points", points, 2), ("labels", labels, 1), ("boxes", boxes, 1)):
+            if value is not None:
+                prompts[f"input_{name}"] = [[value] if _ndim(value) == single_ndim else value]
+        if "input_points" not in prompts and "input_boxes" not in prompts:
+            raise ValueError("Pass points and/or boxes (or text) to prompt the model.")
+        return dict(self.processor(images=image, **prompts))
+
+    def _forward(self, model_inputs: dict[str, Any], multimask_output: bool = True) -> dict[str, Any]:
+        sizes = {key: model_inputs.pop(key) for key in ("original_sizes", "reshaped_input_sizes")}
+        outputs = self.model(**model_inputs, multimask_output=multimask_output)
+        return {"pred_masks": outputs.pred_masks, "iou_scores": outputs.iou_scores, **sizes}
+
+    def postprocess(self, model_outputs: dict[str, Any], mask_threshold: float = 0.0) -> dict[str, torch.Tensor]:
+        masks = self.processor.post_process_masks(
+            model_outputs["pred_masks"],
+            model_outputs["original_sizes"],
+            model_outputs["reshaped_input_sizes"],
+            mask_threshold=mask_threshold,
+        )
+        return {"masks": masks[0], "scores": model_outputs["iou_scores"][0]}
+
+
+def _ndim(value: Any) -> int | None:
+    """Nesting depth of a rectangular numeric prompt, `None` if ragged (ragged prompts come fully nested)."""
+    try:
+        return np.asarray(value, dtype=np.float64).ndim
+    except (TypeError, ValueError):
+        return None
+
+
+class MaskGenerationDispatcher:
+    """The `"mask-generation"` entry: `SamMaskGenerationPipeline` for sam_hf models, transformers'
+    `MaskGenerationPipeline` (with its loading flags, so component loading is unchanged) for every other model."""
+
+    _load_processor = MaskGenerationPipeline._load_processor
+    _load_image_processor = MaskGenerationPipeline._load_image_processor
+    _load_feature_extractor = MaskGenerationPipeline._load_feature_extractor
+    _load_tokenizer = MaskGenerationPipeline._load_tokenizer
+    _load_video_processor = getattr(MaskGenerationPipeline, "_load_video_processor", False)
+
+    def __new__(cls, model: Any, **kwargs: Any) -> Pipeline:
+        pipeline_class = SamMaskGenerationPipeline if isinstance(model, SamModel) else MaskGenerationPipeline
+        return pipeline_class(model=model, **kwargs)
+
+
+def register_pipelines() -> None:
+    """Registers both tasks with transformers' pipeline registry and sam_hf's models with
+    `AutoModelForMaskGeneration` (so `pipeline(task, model=<local dir>)` loads them). Idempotent."""
+    AutoModelForMaskGeneration.register(SamConfig, SamModel, exist_ok=True)
+    _, entry, _ = check_task(MASK_GENERATION)
+    if entry["impl"] is not MaskGenerationDispatcher:
+        logger = logging.get_logger("transformers.pipelines.base")
+        level = logger.level
+        logger.setLevel(logging.ERROR)  # silence "already registered. Overwriting": the dispatcher keeps the original
+        try:
+            PIPELINE_REGISTRY.register_pipeline(
+                MASK_GENERATION,
+                pipeline_class=MaskGenerationDispatcher,
+                pt_model=entry["pt"],
+                default=entry.get("default"),
+                type=entry.get("type"),
+            )
+        finally:
+            logger.setLevel(level)
+    if PROMPTABLE_MASK_GENERATION not in PIPELINE_REGISTRY.get_supported_tasks():
+        PIPELINE_REGISTRY.register_pipeline(
+            PROMPTABLE_MASK_GENERATION,
+            pipeline_class=SamPromptableMaskGenerationPipeline,
+            pt_model=AutoModelForMaskGeneration,
+            type="multimodal",
+        )
