@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .modeling import SamModel
 from .processing import SamImageProcessor, SamProcessor
-from .processing.image_processing_sam import _to_uint8_hwc
+from .processing.image_processing_sam import to_uint8_hwc
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 MASK_THRESHOLD = 0.0  # logit threshold of a binary mask (the official `Sam.mask_threshold`)
@@ -281,7 +281,7 @@ class SamAutomaticMaskGenerator:
         """
         if isinstance(image, (list, tuple)):
             raise ValueError("generate takes one image; call it once per image.")
-        image = _to_uint8_hwc(image, self.processor.image_processor.do_convert_rgb)
+        image = to_uint8_hwc(image, self.processor.image_processor.do_convert_rgb)
         image_size = image.shape[:2]
         crop_boxes, layers = generate_crop_boxes(image_size, self.crop_n_layers, self.crop_overlap_ratio)
         if any(x1 <= x0 or y1 <= y0 for x0, y0, x1, y1 in crop_boxes):

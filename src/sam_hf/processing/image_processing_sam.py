@@ -50,7 +50,7 @@ def check_sizes(name: str, sizes: Any) -> torch.Tensor:
     return torch.as_tensor(array, dtype=torch.int64)
 
 
-def _to_uint8_hwc(image: Any, do_convert_rgb: bool) -> np.ndarray:
+def to_uint8_hwc(image: Any, do_convert_rgb: bool) -> np.ndarray:
     """One input image -> an RGB uint8 array of shape (H, W, 3), the input of the official `apply_image`."""
     if isinstance(image, PIL.Image.Image):
         if do_convert_rgb and image.mode != "RGB":
@@ -177,7 +177,7 @@ class SamHfImageProcessor(BaseImageProcessor):
         for image in images:
             if isinstance(image, (list, tuple)):
                 raise TypeError(f"images must be {IMAGES_FORM}; got a nested list.")
-            array = _to_uint8_hwc(image, self.do_convert_rgb)
+            array = to_uint8_hwc(image, self.do_convert_rgb)
             size = get_preprocess_shape(array.shape[0], array.shape[1], self.longest_edge)
             resized = torch.as_tensor(np.array(tv_resize(PIL.Image.fromarray(array), list(size))))
             normalized = (resized.permute(2, 0, 1).contiguous() - mean) / std
