@@ -27,7 +27,7 @@ from torchvision.ops import batched_nms, box_area, box_convert, masks_to_boxes
 from tqdm.auto import tqdm
 
 from .modeling import SamModel
-from .processing import SamImageProcessor, SamProcessor
+from .processing import SamProcessor
 from .processing.image_processing_sam import to_uint8_hwc
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
@@ -251,8 +251,7 @@ class SamAutomaticMaskGenerator:
                 if grid.ndim != 2 or grid.shape[1] != 2 or not len(grid) or not ((grid >= 0) & (grid <= 1)).all():
                     raise ValueError(f"point_grids must be non-empty (n, 2) arrays of (x, y) in [0, 1], got {grid}.")
         if processor is None:
-            size = model.config.vision_config.image_size
-            processor = SamProcessor(SamImageProcessor(longest_edge=size, pad_size=size))
+            processor = SamProcessor.for_image_size(model.config.vision_config.image_size)
         self.model = model
         self.processor = processor
         self.point_grids = point_grids

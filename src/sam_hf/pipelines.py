@@ -73,11 +73,10 @@ class _SamPipeline(Pipeline):
             )
         super().__init__(model=model, processor=processor, **kwargs)
         if not isinstance(self.processor, SamProcessor):
-            image_processor = self.image_processor
-            if not isinstance(image_processor, SamImageProcessor):
-                size = model.config.vision_config.image_size
-                image_processor = SamImageProcessor(longest_edge=size, pad_size=size)
-            self.processor = SamProcessor(image_processor)
+            if isinstance(self.image_processor, SamImageProcessor):
+                self.processor = SamProcessor(self.image_processor)
+            else:
+                self.processor = SamProcessor.for_image_size(model.config.vision_config.image_size)
         self.image_processor = self.processor.image_processor
 
 

@@ -73,6 +73,11 @@ class SamHfProcessor(ProcessorMixin):
         super().__init__(image_processor)
 
     @classmethod
+    def for_image_size(cls, image_size: int) -> SamHfProcessor:
+        """A processor resizing and padding to `image_size` (the model's `vision_config.image_size`)."""
+        return cls(SamHfImageProcessor(longest_edge=image_size, pad_size=image_size))
+
+    @classmethod
     def _get_arguments_from_pretrained(
         cls, pretrained_model_name_or_path: str | os.PathLike, processor_dict: dict | None = None, **kwargs: Any
     ) -> list[SamHfImageProcessor]:

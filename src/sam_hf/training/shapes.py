@@ -7,7 +7,7 @@ import torch
 
 from ..configuration_sam import SamConfig
 from ..data import generate_scene
-from ..processing import SamImageProcessor, SamProcessor
+from ..processing import SamProcessor
 
 IMAGE_SIZE = 128
 PROMPTS_PER_IMAGE = 4  # every object of a scene is prompted each step (the decoder is cheap next to the encoder)
@@ -35,7 +35,7 @@ def bundled_config() -> SamConfig:
 
 
 def bundled_processor() -> SamProcessor:
-    return SamProcessor(SamImageProcessor(longest_edge=IMAGE_SIZE, pad_size=IMAGE_SIZE))
+    return SamProcessor.for_image_size(IMAGE_SIZE)
 
 
 def scene_batch(seeds: list[int], processor: SamProcessor) -> tuple[torch.Tensor, torch.Tensor]:
