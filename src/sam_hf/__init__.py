@@ -5,14 +5,14 @@ Importing the package registers its classes with transformers' Auto classes (`Au
 `"promptable-mask-generation"`.
 """
 
-from pathlib import Path
-
 from transformers import AutoConfig, AutoModel
 
 from .configuration_sam import SamConfig, SamMaskDecoderConfig, SamPromptEncoderConfig, SamVisionConfig
 from .everything import SamAutomaticMaskGenerator
+from .loading import BUNDLED_MODEL_PATH, load_sam
 from .modeling import SamImageSegmentationOutput, SamModel, SamPreTrainedModel
 from .pipelines import SamMaskGenerationPipeline, SamPromptableMaskGenerationPipeline, register_pipelines
+from .predictor import EmbeddedImage, Prediction, SamPredictor
 from .processing import SamHfImageProcessor, SamHfProcessor, SamImageProcessor, SamProcessor, register_auto_classes
 
 AutoConfig.register(SamConfig.model_type, SamConfig, exist_ok=True)
@@ -20,11 +20,10 @@ AutoModel.register(SamConfig, SamModel, exist_ok=True)
 register_auto_classes()
 register_pipelines()
 
-# The small model this project trains on generated shapes and ships: the offline default of the CLI and the Space.
-BUNDLED_MODEL_PATH = str(Path(__file__).parent / "bundled" / "sam-hf-shapes")
-
 __all__ = [
     "BUNDLED_MODEL_PATH",
+    "EmbeddedImage",
+    "Prediction",
     "SamAutomaticMaskGenerator",
     "SamConfig",
     "SamHfImageProcessor",
@@ -35,8 +34,10 @@ __all__ = [
     "SamMaskGenerationPipeline",
     "SamModel",
     "SamPreTrainedModel",
+    "SamPredictor",
     "SamProcessor",
     "SamPromptEncoderConfig",
     "SamPromptableMaskGenerationPipeline",
     "SamVisionConfig",
+    "load_sam",
 ]

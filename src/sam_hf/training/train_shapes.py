@@ -40,10 +40,11 @@ def train(
     num_corrective_points: int = 2,
     seed: int = 0,
     init_from: str | Path | None = None,
+    first_scene: int = 0,
 ) -> list[dict]:
     """Trains from scratch (or from the model at `init_from`) for `steps` steps, or `minutes` if that comes first
     (the learning rate anneals over whichever budget runs out first), saves model + processor to `output_dir`, and
-    returns the loss log (every 25 steps)."""
+    returns the loss log (every 25 steps). Scene seeds start at `first_scene`, so a continued run can see new scenes."""
     torch.manual_seed(seed)
     accelerator = Accelerator()
     if minutes is not None and accelerator.num_processes > 1:
@@ -70,7 +71,7 @@ def train(
     bar = tqdm(range(steps), disable=not accelerator.is_main_process, desc="training")
     for step in bar:
         # Scene seeds are disjoint across steps and processes, and far below the held-out seeds.
-        first = (step * accelerator.num_processes + accelerator.process_index) * batch_size
+        first = first_scene + (step * accelerator.num_processes + accelerator.process_index) * batch_size
         pixel_values, gt_masks = scene_batch(list(range(first, first + batch_size)), processor)
         loss = trainer(pixel_values.to(accelerator.device), gt_masks.to(accelerator.device))
         accelerator.backward(loss)
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--corrective-points", type=int, default=2, help="error-region clicks per interaction")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init-from", help="continue from this model directory instead of a random init")
+    parser.add_argument("--first-scene", type=int, default=0, help="seed of the first training scene")
     args = parser.parse_args(argv)
     train(
         args.output,
@@ -113,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         num_corrective_points=args.corrective_points,
         seed=args.seed,
         init_from=args.init_from,
+        first_scene=args.first_scene,
     )
 
 

@@ -1,0 +1,73 @@
+"""Loading a model + processor and images by name, with the bundled model as the offline default (CLI, Space)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import PIL.Image
+import torch
+
+from .modeling import SamModel
+from .processing import SamProcessor
+
+# The small model this project trains on generated shapes and ships: the offline default of the CLI and the Space.
+BUNDLED_MODEL_PATH = str(Path(__file__).parent / "bundled" / "sam-hf-shapes")
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`None` -> the first GPU when there is one, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}.") from error
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """`None` -> float32; names as in `DTYPES` or the torch dtypes themselves."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}.")
+
+
+def load_sam(
+    model: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> tuple[SamModel, SamProcessor]:
+    """Loads a sam_hf model in eval mode and its processor.
+
+    Args:
+        model: a Hub id (`facebook/sam-vit-base`) or a local directory; the bundled small model if `None`.
+        device: where to put the model; the first GPU when there is one, else the CPU, if `None`.
+        dtype: `"float32"` (default), `"float16"` or `"bfloat16"`.
+
+    Returns:
+        `(model, processor)`; a checkpoint saved without a processor gets one matching its input size.
+    """
+    name = BUNDLED_MODEL_PATH if model is None else os.fspath(model)
+    sam = SamModel.from_pretrained(name).to(device=resolve_device(device), dtype=resolve_dtype(dtype)).eval()
+    try:
+        processor = SamProcessor.from_pretrained(name)
+    except OSError:  # no processor config in the checkpoint
+        processor = SamProcessor.for_image_size(sam.config.vision_config.image_size)
+    return sam, processor
+
+
+def open_image(path: str | os.PathLike) -> PIL.Image.Image:
+    """Reads an image file as RGB, with a `ValueError` naming the file when it is missing or not an image."""
+    if not Path(path).is_file():
+        raise ValueError(f"image file not found: {os.fspath(path)!r}.")
+    try:
+        with PIL.Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, PIL.Image.DecompressionBombError, SyntaxError) as error:
+        raise ValueError(f"cannot read {os.fspath(path)!r} as an image: {error}") from error
