@@ -27,7 +27,7 @@ def test_predict_matches_the_official_predictor(small_pair, prompt, multimask_ou
     ref_logits, ref_scores, ref_low_res = reference.predict(
         **prompt, multimask_output=multimask_output, return_logits=True
     )
-    predictor = SamPredictor(model, SamProcessor.for_image_size(256))
+    predictor = SamPredictor(model, SamProcessor.for_config(model.config))
     predictor.set_image(image)
     ours = predictor.predict(**prompt, multimask_output=multimask_output, return_logits=True)
     np.testing.assert_allclose(ours.masks, ref_logits, atol=1e-4)

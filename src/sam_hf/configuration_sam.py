@@ -1,5 +1,6 @@
 """Configuration of sam_hf's SAM: one sub-config per part of the model (vision encoder, prompt encoder, mask
-decoder), with the field names of transformers' SAM so that `facebook/sam-vit-*` `config.json` files load as is.
+decoder, optional CLIP text encoder), with the field names of transformers' SAM so that `facebook/sam-vit-*`
+`config.json` files load as is.
 
 The sizes of the paper's three image encoders are available as presets: `SamConfig.from_preset("vit_b")`.
 """
@@ -8,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import open_clip
 from transformers import PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
 
 # Official decoder LayerNorm epsilon (torch's nn.LayerNorm default). transformers' SAM defaults to 1e-6, which shifts
 # logits by ~3e-5; checkpoints converted from transformers' layout are official weights, so they get this value too.
@@ -133,6 +136,54 @@ class SamMaskDecoderConfig(PreTrainedConfig):
     layer_norm_eps: float = OFFICIAL_DECODER_LAYER_NORM_EPS
 
 
+class SamTextConfig(PreTrainedConfig):
+    r"""The text prompt: a CLIP text encoder (open_clip) whose L2-normalised embedding becomes one sparse prompt token
+    through a learned projection plus a learned text-type embedding (the SAM paper, section 7.5).
+
+    Args:
+        clip_model_name: open_clip architecture name (`open_clip.list_models()`), e.g. `"ViT-B-16"`.
+        clip_architecture: an open_clip model config (`embed_dim`, `text_cfg`, `vision_cfg`) instead of a named one,
+            for small custom CLIPs such as the bundled model's.
+        pretrained: open_clip pretrained tag (e.g. `"laion2b_s34b_b88k"`) or a local checkpoint file whose text tower
+            is loaded when a model is built from this config; saved sam_hf checkpoints carry their own text tower.
+        freeze_text_encoder: keep the CLIP text tower out of training (only the projection and type embedding learn).
+    """
+
+    model_type: ClassVar[str] = "sam_hf_text"
+    base_config_key: ClassVar[str] = "text_config"
+
+    clip_model_name: str = "ViT-B-16"
+    clip_architecture: dict | None = None
+    pretrained: str | None = None
+    freeze_text_encoder: bool = True
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        if self.clip_architecture is None and open_clip.get_model_config(self.clip_model_name) is None:
+            raise ValueError(
+                f"clip_model_name {self.clip_model_name!r} is not an open_clip architecture; expected one of "
+                "open_clip.list_models(), or pass clip_architecture."
+            )
+        architecture = self.architecture
+        if not {"embed_dim", "text_cfg"} <= set(architecture):
+            raise ValueError(f"clip_architecture needs 'embed_dim' and 'text_cfg', got keys {sorted(architecture)}.")
+        super().__post_init__(**kwargs)
+
+    @property
+    def architecture(self) -> dict[str, Any]:
+        """The open_clip model config: `clip_architecture`, or the registered one of `clip_model_name`."""
+        return self.clip_architecture or open_clip.get_model_config(self.clip_model_name)
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of the CLIP embedding (text and image)."""
+        return self.architecture["embed_dim"]
+
+    @property
+    def context_length(self) -> int:
+        """Tokens per text, start and end tokens included."""
+        return self.architecture["text_cfg"].get("context_length", 77)
+
+
 # Sizes of the official builders (`segment_anything.build_sam`); everything else is shared.
 PRESETS: dict[str, dict[str, Any]] = {
     "vit_b": {
@@ -163,6 +214,7 @@ class SamConfig(PreTrainedConfig):
         vision_config: [`SamVisionConfig`] or its dict.
         prompt_encoder_config: [`SamPromptEncoderConfig`] or its dict.
         mask_decoder_config: [`SamMaskDecoderConfig`] or its dict.
+        text_config: [`SamTextConfig`] or its dict, for text prompts; `None` (every official checkpoint) for none.
         initializer_range: std of the normal init of linear and embedding weights.
 
     Example:
@@ -179,11 +231,13 @@ class SamConfig(PreTrainedConfig):
         "vision_config": SamVisionConfig,
         "prompt_encoder_config": SamPromptEncoderConfig,
         "mask_decoder_config": SamMaskDecoderConfig,
+        "text_config": SubConfigSpec(SamTextConfig, optional=True),
     }
 
     vision_config: dict | SamVisionConfig | None = None
     prompt_encoder_config: dict | SamPromptEncoderConfig | None = None
     mask_decoder_config: dict | SamMaskDecoderConfig | None = None
+    text_config: dict | SamTextConfig | None = None
     initializer_range: float = 0.02
     tie_word_embeddings: bool = True
 
@@ -230,7 +284,7 @@ _DERIVED_KEYS = {"model_type", "image_embedding_size", "scale"}
 def _from_transformers_layout(config_dict: dict[str, Any]) -> dict[str, Any]:
     """Reads a transformers SAM config (`model_type: "sam"`, the `facebook/sam-vit-*` files) as a sam_hf one."""
     translated = {key: value for key, value in config_dict.items() if key != "model_type"}
-    for key in SamConfig.sub_configs_defaults:
+    for key in ("vision_config", "prompt_encoder_config", "mask_decoder_config"):
         translated[key] = {k: v for k, v in (config_dict.get(key) or {}).items() if k not in _DERIVED_KEYS}
     translated["mask_decoder_config"]["layer_norm_eps"] = OFFICIAL_DECODER_LAYER_NORM_EPS
     translated["model_type"] = SamConfig.model_type

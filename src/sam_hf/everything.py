@@ -251,7 +251,7 @@ class SamAutomaticMaskGenerator:
                 if grid.ndim != 2 or grid.shape[1] != 2 or not len(grid) or not ((grid >= 0) & (grid <= 1)).all():
                     raise ValueError(f"point_grids must be non-empty (n, 2) arrays of (x, y) in [0, 1], got {grid}.")
         if processor is None:
-            processor = SamProcessor.for_image_size(model.config.vision_config.image_size)
+            processor = SamProcessor.for_config(model.config)
         self.model = model
         self.processor = processor
         self.point_grids = point_grids
@@ -269,9 +269,13 @@ class SamAutomaticMaskGenerator:
         self.progress_bar = progress_bar
 
     @torch.inference_mode()
-    def generate(self, image: Any) -> list[dict[str, Any]]:
+    def generate(self, image: Any, image_embeddings: torch.Tensor | None = None) -> list[dict[str, Any]]:
         """Generates masks for one image (a PIL image, an HxWxC / CxHxW uint8 array or tensor, ...: the forms
         `SamProcessor` accepts).
+
+        `image_embeddings`, the `(1, C, h, w)` embedding of the whole image (`SamPredictor.embed(image)
+        .image_embeddings`), skips the image encoder for the full-image crop: an app that already embedded the image
+        for point prompts pays only for the decoder.
 
         Returns:
             one record per mask, sorted as the official generator sorts them:
@@ -288,7 +292,10 @@ class SamAutomaticMaskGenerator:
         total = sum(math.ceil(len(self.point_grids[layer]) / self.points_per_batch) for layer in layers)
         with tqdm(total=total, desc="everything", disable=not self.progress_bar) as progress:
             data = MaskData.cat(
-                [self._process_crop(image, box, layer, progress) for box, layer in zip(crop_boxes, layers, strict=True)]
+                [
+                    self._process_crop(image, box, layer, progress, image_embeddings if layer == 0 else None)
+                    for box, layer in zip(crop_boxes, layers, strict=True)
+                ]
             )
         if len(crop_boxes) > 1:  # duplicates across crops: prefer masks from smaller crops
             scores = 1 / box_area(data.crop_boxes)
@@ -297,12 +304,22 @@ class SamAutomaticMaskGenerator:
             data = self._remove_small_regions(data)
         return self._records(data)
 
-    def _process_crop(self, image: np.ndarray, crop_box: list[int], layer: int, progress: tqdm) -> MaskData:
-        """Embeds the crop once, decodes its grid in batches, removes duplicates within the crop and moves boxes and
-        points to the image frame."""
+    def _process_crop(
+        self,
+        image: np.ndarray,
+        crop_box: list[int],
+        layer: int,
+        progress: tqdm,
+        embeddings: torch.Tensor | None = None,
+    ) -> MaskData:
+        """Embeds the crop once (unless its `embeddings` are given), decodes its grid in batches, removes duplicates
+        within the crop and moves boxes and points to the image frame."""
         x0, y0, x1, y1 = crop_box
         inputs = self.processor.image_processor(image[y0:y1, x0:x1])
-        embeddings = self.model.get_image_embeddings(inputs["pixel_values"].to(self.model.device))
+        if embeddings is None:
+            embeddings = self.model.get_image_embeddings(inputs["pixel_values"].to(self.model.device))
+        else:
+            embeddings = embeddings.to(self.model.device, self.model.dtype)
         points = torch.from_numpy(self.point_grids[layer] * np.array([x1 - x0, y1 - y0], dtype=np.float64))
         batches = []
         for start in range(0, len(points), self.points_per_batch):

@@ -8,11 +8,14 @@ from pathlib import Path
 import PIL.Image
 import torch
 
+from .clip_scoring import ClipScorer
 from .modeling import SamModel
 from .processing import SamProcessor
 
 # The small model this project trains on generated shapes and ships: the offline default of the CLI and the Space.
 BUNDLED_MODEL_PATH = str(Path(__file__).parent / "bundled" / "sam-hf-shapes")
+# Its small CLIP, trained on the same scenes: scores regions for zero-shot text prompts on the bundled model.
+BUNDLED_CLIP_PATH = str(Path(__file__).parent / "bundled" / "sam-hf-shapes-clip")
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -58,8 +61,26 @@ def load_sam(
     try:
         processor = SamProcessor.from_pretrained(name)
     except OSError:  # no processor config in the checkpoint
-        processor = SamProcessor.for_image_size(sam.config.vision_config.image_size)
+        processor = SamProcessor.for_config(sam.config)
     return sam, processor
+
+
+def load_clip(
+    clip: str | os.PathLike | None = None, pretrained: str | None = None, device: str | torch.device | None = None
+) -> ClipScorer:
+    """Loads the CLIP that scores regions for zero-shot text prompts.
+
+    Args:
+        clip: a directory written by `ClipScorer.save`, an open_clip model name (`"ViT-B-16"`, with `pretrained`),
+            or `"hf-hub:org/repo"`; the bundled CLIP if `None`.
+        pretrained: open_clip pretrained tag or checkpoint file, with a model name.
+        device: as in `load_sam`.
+    """
+    clip = BUNDLED_CLIP_PATH if clip is None else os.fspath(clip)
+    device = str(resolve_device(device))
+    if Path(clip).is_dir():
+        return ClipScorer.from_pretrained(clip, device=device)
+    return ClipScorer.from_open_clip(clip, pretrained, device=device)
 
 
 def open_image(path: str | os.PathLike) -> PIL.Image.Image:

@@ -6,8 +6,8 @@
   therefore registered to a small dispatcher: sam_hf models get `SamMaskGenerationPipeline` (the official algorithm,
   `sam_hf.everything`), every other model, transformers' own SAM included, gets transformers' `MaskGenerationPipeline`
   exactly as before. `pipeline(..., pipeline_class=SamMaskGenerationPipeline)` also works.
-- `"promptable-mask-generation"`: `SamPromptableMaskGenerationPipeline`, masks and scores for point / box prompts
-  (text prompts: see `SamPromptableMaskGenerationPipeline.text_prompts`).
+- `"promptable-mask-generation"`: `SamPromptableMaskGenerationPipeline`, masks and scores for point / box / text
+  prompts (text through `sam_hf.segment_text`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from transformers.utils import logging
 from .configuration_sam import SamConfig
 from .everything import SamAutomaticMaskGenerator, decode_segmentation, uncompressed_rle
 from .modeling import SamModel
+from .predictor import SamPredictor
 from .processing import SamImageProcessor, SamProcessor
+from .text_to_mask import segment_text
 
 MASK_GENERATION = "mask-generation"
 PROMPTABLE_MASK_GENERATION = "promptable-mask-generation"
@@ -76,7 +78,7 @@ class _SamPipeline(Pipeline):
             if isinstance(self.image_processor, SamImageProcessor):
                 self.processor = SamProcessor(self.image_processor)
             else:
-                self.processor = SamProcessor.for_image_size(model.config.vision_config.image_size)
+                self.processor = SamProcessor.for_config(model.config)
         self.image_processor = self.processor.image_processor
 
 
@@ -137,25 +139,27 @@ class SamPromptableMaskGenerationPipeline(_SamPipeline):
     image pixels. One prompt: `points` `[[x, y], ...]` with `labels` `[1, 0, ...]` (1 foreground, 0 background;
     default all foreground) and/or `boxes` `[x1, y1, x2, y2]`. Several prompts: one more nesting level,
     `points` `[[[x, y], ...], ...]`, `labels` `[[...], ...]`, `boxes` `[[x1, y1, x2, y2], ...]`; ragged point lists are
-    padded. `text` is reserved for text prompts.
+    padded.
+
+    Text: `pipe(image, text="red circle", top_k=1, text_method="auto")`, optionally with one prompt's `points` /
+    `labels` / `boxes`, runs `sam_hf.segment_text` (the learned text token when the model has one, else zero-shot with
+    the `clip` given when building the pipeline: `pipeline(..., clip=ClipScorer.from_open_clip(...))`).
 
     Returns:
         dict with `masks` bool `(num_prompts, num_masks, height, width)` and `scores` (predicted IoU)
-        `(num_prompts, num_masks)`; `num_masks` is 3 with `multimask_output` and 1 without.
+        `(num_prompts, num_masks)`; `num_masks` is 3 with `multimask_output` and 1 without. For text: one prompt with
+        up to `top_k` masks, `scores` the text scores (see `TextSegmentation`), and `found`.
     """
 
     def _sanitize_parameters(self, **kwargs: Any) -> tuple[dict, dict, dict]:
         preprocess = {key: kwargs.pop(key) for key in ("points", "labels", "boxes", "text", "timeout") if key in kwargs}
-        forward = {"multimask_output": kwargs.pop("multimask_output")} if "multimask_output" in kwargs else {}
+        forward = {
+            key: kwargs.pop(key) for key in ("multimask_output", "clip", "top_k", "text_method") if key in kwargs
+        }
         postprocess = {"mask_threshold": kwargs.pop("mask_threshold")} if "mask_threshold" in kwargs else {}
         if kwargs:
             raise TypeError(f"{type(self).__name__} got unexpected parameters {sorted(kwargs)}.")
         return preprocess, forward, postprocess
-
-    def text_prompts(self, image: Any, text: str | list[str]) -> dict[str, Any]:
-        """The hook for text prompts: returns `SamProcessor` prompt arguments (`input_points` / `input_labels` /
-        `input_boxes`, image level included) for `text` on `image`. sam_hf has no text encoder yet."""
-        raise NotImplementedError("Text prompts are not supported yet: pass points and/or boxes.")
 
     def preprocess(
         self,
@@ -163,13 +167,13 @@ class SamPromptableMaskGenerationPipeline(_SamPipeline):
         points: Any = None,
         labels: Any = None,
         boxes: Any = None,
-        text: str | list[str] | None = None,
+        text: str | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
         image = _load(image, timeout)
+        if text is not None:  # one prompt, handled whole by `segment_text`
+            return {"image": image, "text": text, "point_coords": points, "point_labels": labels, "box": boxes}
         prompts = {}
-        if text is not None:
-            prompts = self.text_prompts(image, text)
         for name, value, single_ndim in (("points", points, 2), ("labels", labels, 1), ("boxes", boxes, 1)):
             if value is not None:
                 prompts[f"input_{name}"] = [[value] if _ndim(value) == single_ndim else value]
@@ -177,12 +181,26 @@ class SamPromptableMaskGenerationPipeline(_SamPipeline):
             raise ValueError("Pass points and/or boxes (or text) to prompt the model.")
         return dict(self.processor(images=image, **prompts))
 
-    def _forward(self, model_inputs: dict[str, Any], multimask_output: bool = True) -> dict[str, Any]:
+    def _forward(
+        self,
+        model_inputs: dict[str, Any],
+        multimask_output: bool = True,
+        clip: Any = None,
+        top_k: int = 1,
+        text_method: str = "auto",
+    ) -> dict[str, Any]:
+        if "text" in model_inputs:
+            predictor = SamPredictor(self.model, self.processor)
+            return {"text_result": segment_text(predictor, **model_inputs, method=text_method, clip=clip, top_k=top_k)}
         sizes = {key: model_inputs.pop(key) for key in ("original_sizes", "reshaped_input_sizes")}
         outputs = self.model(**model_inputs, multimask_output=multimask_output)
         return {"pred_masks": outputs.pred_masks, "iou_scores": outputs.iou_scores, **sizes}
 
-    def postprocess(self, model_outputs: dict[str, Any], mask_threshold: float = 0.0) -> dict[str, torch.Tensor]:
+    def postprocess(self, model_outputs: dict[str, Any], mask_threshold: float = 0.0) -> dict[str, Any]:
+        if "text_result" in model_outputs:
+            result = model_outputs["text_result"]
+            masks, scores = torch.from_numpy(result.masks)[None], torch.from_numpy(result.scores)[None]
+            return {"masks": masks, "scores": scores, "found": result.found}
         masks = self.processor.post_process_masks(
             model_outputs["pred_masks"],
             model_outputs["original_sizes"],

@@ -58,7 +58,7 @@ class SamPredictor:
         if not isinstance(model, SamModel):
             raise TypeError(f"model must be a sam_hf SamModel, got {type(model).__name__}.")
         self.model = model
-        self.processor = processor or SamProcessor.for_image_size(model.config.vision_config.image_size)
+        self.processor = processor or SamProcessor.for_config(model.config)
         self.image: EmbeddedImage | None = None
 
     @torch.no_grad()
@@ -88,6 +88,7 @@ class SamPredictor:
         multimask_output: bool = True,
         return_logits: bool = False,
         image: EmbeddedImage | None = None,
+        text: str | None = None,
     ) -> Prediction:
         """Masks for one prompt, in original-image pixels.
 
@@ -99,12 +100,14 @@ class SamPredictor:
             multimask_output: three candidate masks (for an ambiguous prompt) instead of one.
             return_logits: return upscaled logits instead of bool masks.
             image: the embedded image to prompt; the one of `set_image` if omitted.
+            text: a text prompt, for models with a trained text token (`config.text_config`); see `segment_text` for
+                text on any model.
         """
         image = image or self.image
         if image is None:
             raise ValueError("No image: call set_image(image) first or pass image=predictor.embed(image).")
-        if point_coords is None and box is None and mask_input is None:
-            raise ValueError("Pass point_coords, box and/or mask_input to prompt the model.")
+        if point_coords is None and box is None and mask_input is None and text is None:
+            raise ValueError("Pass point_coords, box, mask_input and/or text to prompt the model.")
         if point_labels is not None and point_coords is None:
             raise ValueError("point_labels needs point_coords: one label per point.")
         prompts = {}
@@ -115,6 +118,10 @@ class SamPredictor:
         if box is not None:
             prompts["input_boxes"] = [[box]]
         inputs = self.processor(original_sizes=[image.original_size], **prompts) if prompts else {}
+        if text is not None:
+            if not isinstance(text, str):
+                raise TypeError(f"text must be one string, got {type(text).__name__}.")
+            inputs["input_text_ids"] = self.processor(text=text)["input_text_ids"]
         if mask_input is not None:
             mask_input = torch.as_tensor(mask_input)
             if mask_input.ndim != 3 or len(mask_input) != 1:

@@ -37,7 +37,7 @@ class SamMaskDecoder(nn.Module):
         image_positional_embeddings: torch.Tensor,
         sparse_prompt_embeddings: torch.Tensor | None,
         dense_prompt_embeddings: torch.Tensor,
-        multimask_output: bool,
+        multimask_output: bool | None,
         sparse_padding_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """
@@ -46,7 +46,8 @@ class SamMaskDecoder(nn.Module):
             image_positional_embeddings: `(1, C, h, w)` encoding of the embedding grid.
             sparse_prompt_embeddings: `(batch_size, point_batch_size, num_tokens, C)` or `None`.
             dense_prompt_embeddings: `(batch_size or 1, point_batch_size or 1, C, h, w)`.
-            multimask_output: return the `num_multimask_outputs` masks instead of the single-mask token's.
+            multimask_output: return the `num_multimask_outputs` masks instead of the single-mask token's; `None`:
+                every mask token's, single-mask token first (the official ONNX interface).
             sparse_padding_mask: bool `(batch_size, point_batch_size, num_tokens)`, `True` for ignored tokens.
 
         Returns:
@@ -78,7 +79,10 @@ class SamMaskDecoder(nn.Module):
         upscaled = self.activation(self.upscale_conv2(upscaled))
 
         # Only the returned masks are computed: tokens 1.. for multimask output, token 0 otherwise.
-        selected = range(1, self.num_mask_tokens) if multimask_output else range(1)
+        if multimask_output is None:
+            selected = range(self.num_mask_tokens)
+        else:
+            selected = range(1, self.num_mask_tokens) if multimask_output else range(1)
         hyper_in = torch.stack([self.output_hypernetworks_mlps[i](tokens[:, :, 1 + i]) for i in selected], dim=2)
         masks = hyper_in.flatten(0, 1) @ upscaled.flatten(2)
         masks = masks.reshape(batch_size, point_batch_size, len(selected), *upscaled.shape[-2:])

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+from open_clip.transformer import TextTransformer
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
@@ -17,6 +18,7 @@ from .image_encoder import SamVisionAttention, SamVisionEncoder
 from .loss import sam_loss
 from .mask_decoder import SamMaskDecoder
 from .prompt_encoder import SamPositionalEmbedding, SamPromptEncoder
+from .text_encoder import SamTextEncoder
 
 # Keys of `SamProcessor` outputs that are for post-processing only.
 PROCESSOR_ONLY_KEYS = {"original_sizes", "reshaped_input_sizes"}
@@ -61,6 +63,9 @@ class SamPreTrainedModel(PreTrainedModel):
             init.zeros_(module.pos_embed)
         elif isinstance(module, SamPositionalEmbedding):
             init.normal_(module.positional_embedding, std=1.0)
+        elif isinstance(module, TextTransformer) and module.attn_mask is not None:
+            # A non-persistent buffer: not in checkpoints, so rebuilt after `from_pretrained`'s meta-device init.
+            init.copy_(module.attn_mask, module.build_causal_mask())
 
 
 class SamModel(SamPreTrainedModel):
@@ -89,9 +94,16 @@ class SamModel(SamPreTrainedModel):
         super().__init__(config)
         self.shared_image_embedding = SamPositionalEmbedding(config.vision_config.num_pos_feats)
         self.vision_encoder = SamVisionEncoder(config.vision_config)
-        self.prompt_encoder = SamPromptEncoder(config.prompt_encoder_config, self.shared_image_embedding)
+        text = config.text_config
+        self.prompt_encoder = SamPromptEncoder(
+            config.prompt_encoder_config, self.shared_image_embedding, text.embed_dim if text else None
+        )
         self.mask_decoder = SamMaskDecoder(config.mask_decoder_config)
+        self.text_encoder = SamTextEncoder(text) if text else None
         self.post_init()
+        if text and text.pretrained and not self.prompt_encoder.no_mask_embed.weight.is_meta:
+            # After post_init, which would re-initialise them; `from_pretrained` builds on the meta device instead.
+            self.text_encoder.load_open_clip_weights(text)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.vision_encoder.patch_embed
@@ -116,6 +128,41 @@ class SamModel(SamPreTrainedModel):
         self._check_pixel_values(pixel_values)
         return self.vision_encoder(pixel_values.to(self.dtype))
 
+    def _check_text(self, input_text_ids: torch.Tensor | None, text_embeds: torch.Tensor | None) -> None:
+        if input_text_ids is None and text_embeds is None:
+            return
+        text = self.config.text_config
+        if text is None:
+            raise ValueError(
+                "This checkpoint has no text encoder and no trained text projection (config.text_config is None, as "
+                "in every official SAM checkpoint). Use the zero-shot path instead: sam_hf.segment_text(..., "
+                "method='zero-shot', clip=...) scores SAM's masks with a CLIP model."
+            )
+        if input_text_ids is not None and text_embeds is not None:
+            raise ValueError("Pass input_text_ids or text_embeds, not both.")
+        if input_text_ids is not None:
+            form = f"(batch_size, point_batch_size, {text.context_length}) int64 token ids from SamProcessor(text=...)"
+            if not isinstance(input_text_ids, torch.Tensor) or input_text_ids.is_floating_point():
+                raise TypeError(f"input_text_ids must be an integer torch.Tensor {form}.")
+            if input_text_ids.ndim != 3 or input_text_ids.shape[-1] != text.context_length:
+                raise ValueError(f"input_text_ids must have shape {form}, got {tuple(input_text_ids.shape)}.")
+            vocab_size = self.text_encoder.clip.vocab_size
+            if input_text_ids.numel() and (input_text_ids.min() < 0 or input_text_ids.max() >= vocab_size):
+                raise ValueError(f"input_text_ids must be token ids in [0, {vocab_size}).")
+        else:
+            form = f"(batch_size, point_batch_size, {text.embed_dim}) CLIP embeddings"
+            if not isinstance(text_embeds, torch.Tensor) or not text_embeds.is_floating_point():
+                raise TypeError(f"text_embeds must be a floating point torch.Tensor {form}.")
+            if text_embeds.ndim != 3 or text_embeds.shape[-1] != text.embed_dim:
+                raise ValueError(f"text_embeds must have shape {form}, got {tuple(text_embeds.shape)}.")
+            if not torch.isfinite(text_embeds).all():
+                raise ValueError("text_embeds contains NaN or infinite values.")
+
+    def get_text_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token ids `(..., context_length)` -> L2-normalised CLIP text embeddings `(..., embed_dim)`."""
+        self._check_text(input_ids if input_ids.ndim == 3 else input_ids.reshape(1, -1, input_ids.shape[-1]), None)
+        return self.text_encoder(input_ids.flatten(0, -2)).unflatten(0, input_ids.shape[:-1])
+
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
@@ -123,6 +170,8 @@ class SamModel(SamPreTrainedModel):
         input_labels: torch.Tensor | None = None,
         input_boxes: torch.Tensor | None = None,
         input_masks: torch.Tensor | None = None,
+        input_text_ids: torch.Tensor | None = None,
+        text_embeds: torch.Tensor | None = None,
         image_embeddings: torch.Tensor | None = None,
         multimask_output: bool = True,
         labels: torch.Tensor | None = None,
@@ -137,6 +186,10 @@ class SamModel(SamPreTrainedModel):
             input_boxes: `(batch_size, point_batch_size, 4)` XYXY, one box per prompt.
             input_masks: `(batch_size, point_batch_size or 1, 256, 256)` low-resolution mask logits, e.g. a previous
                 `pred_masks` selection, one per prompt (size 1 on the prompt axis is shared by every prompt).
+            input_text_ids: `(batch_size, point_batch_size, context_length)` CLIP token ids (`SamProcessor(text=...)`),
+                one text per prompt, alone or with points / boxes; models with a `text_config` only.
+            text_embeds: `(batch_size, point_batch_size, embed_dim)` precomputed CLIP embeddings instead of
+                `input_text_ids` (text embeddings, or CLIP image embeddings of mask crops as in the paper's training).
             image_embeddings: `(batch_size, 256, 64, 64)` from `get_image_embeddings`, instead of `pixel_values`.
             multimask_output: 3 masks per prompt (for ambiguous single clicks) or 1 (for multi-prompt input).
             labels: `(batch_size, point_batch_size, H, W)` ground-truth masks in the model's input frame (any
@@ -161,21 +214,35 @@ class SamModel(SamPreTrainedModel):
         check_prompts(
             input_points, input_labels, input_boxes, input_masks, self.config.prompt_encoder_config.mask_input_size
         )
+        self._check_text(input_text_ids, text_embeds)
+        text = input_text_ids if input_text_ids is not None else text_embeds
         batch_size = (pixel_values if pixel_values is not None else image_embeddings).shape[0]
         for name, prompt in (
             ("input_points", input_points),
             ("input_boxes", input_boxes),
             ("input_masks", input_masks),
+            ("input_text_ids" if input_text_ids is not None else "text_embeds", text),
         ):
             if prompt is not None and prompt.shape[0] != batch_size:
                 raise ValueError(f"{name} has batch size {prompt.shape[0]}, but there are {batch_size} images.")
+        other = input_points if input_points is not None else input_boxes
+        if text is not None and other is not None and text.shape[1] != other.shape[1]:
+            raise ValueError(
+                f"text prompts ({text.shape[1]} per image) must match the point / box prompts ({other.shape[1]})."
+            )
         if input_points is not None and input_labels is None:
             input_labels = torch.full(input_points.shape[:3], FOREGROUND_LABEL, device=input_points.device)
         computed_embeddings = None
         if pixel_values is not None:
             image_embeddings = computed_embeddings = self.vision_encoder(pixel_values.to(self.dtype))
 
-        sparse, padding_mask, dense = self.prompt_encoder(input_points, input_labels, input_boxes, input_masks)
+        if input_text_ids is not None:
+            text_embeds = self.get_text_embeddings(input_text_ids)
+        if text_embeds is not None:
+            text_embeds = text_embeds.to(self.dtype)
+        sparse, padding_mask, dense = self.prompt_encoder(
+            input_points, input_labels, input_boxes, input_masks, text_embeds
+        )
         pred_masks, iou_scores = self.mask_decoder(
             image_embeddings=image_embeddings,
             image_positional_embeddings=self.get_image_wide_positional_embeddings(),

@@ -1,11 +1,13 @@
 """The prompt encoder: points and box corners become sparse tokens (random Fourier positional encoding plus a learned
-embedding per kind), mask prompts become a dense embedding (strided convs down to the image-embedding grid)."""
+embedding per kind), a CLIP embedding (text) becomes one more sparse token (learned projection plus a learned type
+embedding), mask prompts become a dense embedding (strided convs down to the image-embedding grid)."""
 
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 
@@ -59,7 +61,12 @@ class SamMaskEmbedding(nn.Module):
 class SamPromptEncoder(nn.Module):
     """Embeds points, boxes and masks of `point_batch_size` prompts per image (layout in `sam_hf.prompts`)."""
 
-    def __init__(self, config: SamPromptEncoderConfig, shared_embedding: SamPositionalEmbedding) -> None:
+    def __init__(
+        self,
+        config: SamPromptEncoderConfig,
+        shared_embedding: SamPositionalEmbedding,
+        text_embed_dim: int | None = None,
+    ) -> None:
         super().__init__()
         self.input_image_size = config.image_size
         self.image_embedding_size = config.image_embedding_size
@@ -69,12 +76,16 @@ class SamPromptEncoder(nn.Module):
         # background, foreground, box top-left corner, box bottom-right corner
         self.point_embed = nn.ModuleList(nn.Embedding(1, config.hidden_size) for _ in range(4))
         self.not_a_point_embed = nn.Embedding(1, config.hidden_size)
+        if text_embed_dim is not None:  # only models with a text encoder
+            self.text_projection = nn.Linear(text_embed_dim, config.hidden_size)
+            self.text_type_embed = nn.Embedding(1, config.hidden_size)
 
     def _embed_coordinates(self, coordinates: torch.Tensor) -> torch.Tensor:
         # +0.5 moves integer pixel coordinates to pixel centres before normalising to [0, 1].
         return self.shared_embedding((coordinates + 0.5) / self.input_image_size)
 
-    def _embed_points(self, points: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def embed_points(self, points: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Points `(..., N, 2)` in the input frame with labels `(..., N)` (`sam_hf.prompts`) -> tokens `(..., N, C)`."""
         labels = labels[..., None]
         embedding = self._embed_coordinates(points)
         embedding = torch.where(labels == NOT_A_POINT_LABEL, self.not_a_point_embed.weight, embedding)
@@ -92,11 +103,16 @@ class SamPromptEncoder(nn.Module):
         input_labels: torch.Tensor | None,
         input_boxes: torch.Tensor | None,
         input_masks: torch.Tensor | None,
+        text_embeds: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
         """
+        Args:
+            text_embeds: `(batch_size, point_batch_size, embed_dim)` CLIP embeddings (L2-normalised here), one text
+                token per prompt.
+
         Returns:
-            sparse_embeddings: `(batch_size, point_batch_size, num_tokens, hidden_size)` or `None` without points
-                and boxes; points (followed by one not-a-point token when there is no box), then box corners.
+            sparse_embeddings: `(batch_size, point_batch_size, num_tokens, hidden_size)` or `None` without points,
+                boxes and text; points (followed by one not-a-point token when there is no box), box corners, text.
             sparse_padding_mask: bool `(batch_size, point_batch_size, num_tokens)`, `True` for `PAD_LABEL` points
                 that the decoder must ignore, or `None` when there is no padding.
             dense_embeddings: `(batch_size, point_batch_size or 1, hidden_size, h, w)` from `input_masks`, or the
@@ -109,11 +125,15 @@ class SamPromptEncoder(nn.Module):
                 input_labels = torch.cat(
                     [input_labels, torch.full_like(input_labels[:, :, :1], NOT_A_POINT_LABEL)], dim=2
                 )
-            sparse.append(self._embed_points(input_points, input_labels))
+            sparse.append(self.embed_points(input_points, input_labels))
             labels.append(input_labels)
         if input_boxes is not None:
             sparse.append(self._embed_boxes(input_boxes))
             labels.append(torch.full_like(input_boxes[..., :2], FOREGROUND_LABEL, dtype=torch.long))
+        if text_embeds is not None:
+            text_token = self.text_projection(F.normalize(text_embeds, dim=-1)) + self.text_type_embed.weight
+            sparse.append(text_token.unsqueeze(2))
+            labels.append(torch.full_like(text_embeds[..., :1], FOREGROUND_LABEL, dtype=torch.long))
         sparse_embeddings = torch.cat(sparse, dim=2) if sparse else None
         padding = torch.cat([label.long() for label in labels], dim=2) == PAD_LABEL if labels else None
         sparse_padding_mask = padding if padding is not None and padding.any() else None

@@ -1,5 +1,5 @@
 """Processor of sam_hf: images through `SamHfImageProcessor`, point / box prompts from nested lists in original-image
-pixels to padded tensors in the model's input frame (the layout of `sam_hf.prompts`).
+pixels to padded tensors in the model's input frame (the layout of `sam_hf.prompts`), text prompts to CLIP token ids.
 
 Named `SamHfProcessor` (exported as `SamProcessor` too) because `AutoProcessor` resolves saved processors by class
 name and transformers' own `SamProcessor` would win.
@@ -15,12 +15,15 @@ import numpy as np
 import torch
 from transformers import BatchFeature, ProcessorMixin
 
+from ..configuration_sam import SamConfig
 from ..prompts import FOREGROUND_LABEL, PAD_LABEL, check_prompts
 from .image_processing_sam import SamHfImageProcessor, check_sizes
+from .tokenization import CLIP_CONTEXT_LENGTH, tokenize
 
 POINTS_FORM = "[image][prompt][point] = [x, y], i.e. (batch_size, point_batch_size, num_points, 2)"
 LABELS_FORM = "[image][prompt][point] = label, i.e. (batch_size, point_batch_size, num_points)"
 BOXES_FORM = "[image][prompt] = [x1, y1, x2, y2], i.e. (batch_size, point_batch_size, 4)"
+TEXT_FORM = "a string, a list of strings (the prompts of one image) or [image][prompt] = string"
 
 
 def _to_lists(name: str, value: Any, depth: int, form: str, leaf_size: int | None = None) -> Any:
@@ -64,18 +67,26 @@ class SamHfProcessor(ProcessorMixin):
 
     Args:
         image_processor: the image processor; a default `SamHfImageProcessor()` if omitted.
+        text_context_length: tokens per text prompt (the model's `text_config.context_length`).
     """
 
-    def __init__(self, image_processor: SamHfImageProcessor | None = None) -> None:
+    def __init__(
+        self, image_processor: SamHfImageProcessor | None = None, text_context_length: int = CLIP_CONTEXT_LENGTH
+    ) -> None:
         image_processor = SamHfImageProcessor() if image_processor is None else image_processor
         if not isinstance(image_processor, SamHfImageProcessor):
             raise TypeError(f"image_processor must be a SamHfImageProcessor, got {type(image_processor).__name__}.")
+        if not isinstance(text_context_length, int) or text_context_length < 3:
+            raise ValueError(f"text_context_length must be an integer >= 3, got {text_context_length!r}.")
+        self.text_context_length = text_context_length
         super().__init__(image_processor)
 
     @classmethod
-    def for_image_size(cls, image_size: int) -> SamHfProcessor:
-        """A processor resizing and padding to `image_size` (the model's `vision_config.image_size`)."""
-        return cls(SamHfImageProcessor(longest_edge=image_size, pad_size=image_size))
+    def for_config(cls, config: SamConfig) -> SamHfProcessor:
+        """The processor matching a model: resizing and padding to its input size, its text context length."""
+        size = config.vision_config.image_size
+        context_length = config.text_config.context_length if config.text_config else CLIP_CONTEXT_LENGTH
+        return cls(SamHfImageProcessor(longest_edge=size, pad_size=size), context_length)
 
     @classmethod
     def _get_arguments_from_pretrained(
@@ -90,6 +101,7 @@ class SamHfProcessor(ProcessorMixin):
         input_points: Any = None,
         input_labels: Any = None,
         input_boxes: Any = None,
+        text: str | list | None = None,
         original_sizes: Any = None,
         return_tensors: str = "pt",
     ) -> BatchFeature:
@@ -102,22 +114,29 @@ class SamHfProcessor(ProcessorMixin):
             input_labels: `[image][prompt][point]` in {1 foreground, 0 background, -1 not a point, -10 padding};
                 all foreground if omitted.
             input_boxes: `[image][prompt] = [x1, y1, x2, y2]`.
+            text: text prompts, one per prompt: a string, a list of strings (the prompts of one image) or
+                `[image][prompt] = string`; with points / boxes, the same number of prompts per image.
             original_sizes: `(batch_size, 2)` (height, width) of the images the prompts refer to, when called without
                 `images` (e.g. for precomputed image embeddings).
 
         Returns:
             `BatchFeature` with the image processor's keys if `images` were given, and `input_points` float32
             (batch_size, point_batch_size, num_points, 2), `input_labels` int64 (batch_size, point_batch_size,
-            num_points), `input_boxes` float32 (batch_size, point_batch_size, 4), all in the resized frame.
+            num_points), `input_boxes` float32 (batch_size, point_batch_size, 4), all in the resized frame, and
+            `input_text_ids` int64 (batch_size, point_batch_size, text_context_length).
         """
         if return_tensors != "pt":
             raise ValueError(f"return_tensors must be 'pt', got {return_tensors!r}.")
         if images is not None and original_sizes is not None:
             raise ValueError("Pass either images or original_sizes: with images, sizes are read from the images.")
         has_prompts = input_points is not None or input_labels is not None or input_boxes is not None
-        if images is None and not has_prompts:
-            raise ValueError("Nothing to process: pass images and/or input_points / input_boxes.")
+        if images is None and not has_prompts and text is None:
+            raise ValueError("Nothing to process: pass images and/or input_points / input_boxes / text.")
         data = {}
+        if text is not None:
+            data["input_text_ids"] = self._tokenize(text)
+            if not has_prompts and images is None:
+                return BatchFeature(data)
         if images is not None:
             data.update(self.image_processor(images, return_tensors="pt"))
             sizes = data["original_sizes"]
@@ -161,9 +180,31 @@ class SamHfProcessor(ProcessorMixin):
                 ]
             )
         check_prompts(data.get("input_points"), data.get("input_labels"), data.get("input_boxes"))
+        if "input_text_ids" in data:
+            _check_batch("text", data["input_text_ids"], len(sizes))
+            prompts = data.get("input_points", data.get("input_boxes"))
+            if prompts is not None and prompts.shape[1] != data["input_text_ids"].shape[1]:
+                raise ValueError(
+                    f"text has {data['input_text_ids'].shape[1]} prompts per image but the points / boxes have "
+                    f"{prompts.shape[1]}: one text per prompt."
+                )
         if "input_labels" in data:
             data["input_labels"] = data["input_labels"].to(torch.int64)
         return BatchFeature(data)
+
+    def _tokenize(self, text: str | list) -> torch.Tensor:
+        """`text` (`TEXT_FORM`) -> `(batch_size, point_batch_size, text_context_length)` token ids."""
+        if isinstance(text, str):
+            text = [[text]]
+        elif isinstance(text, (list, tuple)) and text and all(isinstance(t, str) for t in text):
+            text = [list(text)]
+        if not isinstance(text, (list, tuple)) or not text or not all(isinstance(t, (list, tuple)) for t in text):
+            raise TypeError(f"text must be {TEXT_FORM}, got {type(text).__name__}.")
+        counts = {len(prompts) for prompts in text}
+        if len(counts) > 1 or 0 in counts:
+            raise ValueError(f"text: every image needs the same, non-zero number of prompts, got {sorted(counts)}.")
+        ids = tokenize([t for prompts in text for t in prompts], self.text_context_length)
+        return ids.view(len(text), len(text[0]), -1)
 
     def post_process_masks(self, *args: Any, **kwargs: Any) -> list[torch.Tensor]:
         """See `SamHfImageProcessor.post_process_masks`."""

@@ -35,7 +35,7 @@ def bundled_config() -> SamConfig:
 
 
 def bundled_processor() -> SamProcessor:
-    return SamProcessor.for_image_size(IMAGE_SIZE)
+    return SamProcessor.for_config(bundled_config())
 
 
 def scene_batch(seeds: list[int], processor: SamProcessor) -> tuple[torch.Tensor, torch.Tensor]:

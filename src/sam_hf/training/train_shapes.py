@@ -10,24 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import time
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
-from tqdm import tqdm
 
 from ..modeling import SamModel
 from .interactive import InteractiveTrainer
+from .loop import fit
 from .shapes import bundled_config, bundled_processor, scene_batch
-
-
-def learning_rate_factor(step: int, warmup_steps: int, progress: float) -> float:
-    """Linear warm-up, then cosine decay to 10 % of the peak as `progress` goes from 0 to 1."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def train(
@@ -44,49 +34,18 @@ def train(
 ) -> list[dict]:
     """Trains from scratch (or from the model at `init_from`) for `steps` steps, or `minutes` if that comes first
     (the learning rate anneals over whichever budget runs out first), saves model + processor to `output_dir`, and
-    returns the loss log (every 25 steps). Scene seeds start at `first_scene`, so a continued run can see new scenes."""
+    returns the loss log. Scene seeds start at `first_scene`, so a continued run can see new scenes."""
     torch.manual_seed(seed)
-    accelerator = Accelerator()
-    if minutes is not None and accelerator.num_processes > 1:
-        # Each process would read its own clock and step a different learning rate.
-        raise ValueError("minutes is for single-process runs; give several processes a number of steps.")
     model = SamModel.from_pretrained(init_from) if init_from else SamModel(bundled_config())
-    trainer = InteractiveTrainer(model, num_corrective_points, seed=seed + accelerator.process_index)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
-    start = time.monotonic()
-
-    def progress(step: int) -> float:
-        """Fraction of the budget used: steps, or time when that runs out first, so the schedule always anneals."""
-        fraction = step / steps
-        if minutes is not None:
-            fraction = max(fraction, (time.monotonic() - start) / (minutes * 60))
-        return fraction
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: learning_rate_factor(step, warmup_steps, progress(step))
-    )
-    trainer, optimizer, scheduler = accelerator.prepare(trainer, optimizer, scheduler)
+    trainer = InteractiveTrainer(model, num_corrective_points, seed=seed)
     processor = bundled_processor()
-    log, running = [], []
-    bar = tqdm(range(steps), disable=not accelerator.is_main_process, desc="training")
-    for step in bar:
+
+    def batch(index: int) -> tuple[torch.Tensor, torch.Tensor]:
         # Scene seeds are disjoint across steps and processes, and far below the held-out seeds.
-        first = first_scene + (step * accelerator.num_processes + accelerator.process_index) * batch_size
-        pixel_values, gt_masks = scene_batch(list(range(first, first + batch_size)), processor)
-        loss = trainer(pixel_values.to(accelerator.device), gt_masks.to(accelerator.device))
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(trainer.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad()
-        running.append(loss.item())
-        if (step + 1) % 25 == 0:
-            elapsed = time.monotonic() - start
-            log.append({"step": step + 1, "loss": sum(running) / len(running), "minutes": elapsed / 60})
-            bar.set_postfix(loss=f"{log[-1]['loss']:.3f}")
-            running = []
-        if progress(step + 1) >= 1.0:
-            break
+        first = first_scene + index * batch_size
+        return scene_batch(list(range(first, first + batch_size)), processor)
+
+    accelerator, log = fit(trainer, batch, steps, minutes, learning_rate, warmup_steps)
     if accelerator.is_main_process:
         accelerator.unwrap_model(trainer).model.save_pretrained(output_dir)
         processor.save_pretrained(output_dir)

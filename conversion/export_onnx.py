@@ -1,0 +1,259 @@
+"""Export a sam_hf model to ONNX as two graphs with the official Segment Anything ONNX interface
+(segment_anything/utils/onnx.py `SamOnnxModel`, scripts/export_onnx_model.py):
+
+- `image_encoder.onnx`: `pixel_values (batch, 3, S, S)` (from `SamProcessor`) -> `image_embeddings (batch, C, h, w)`.
+- `mask_decoder.onnx`: the prompt encoder + mask decoder, once per prompt on a stored embedding:
+
+  | input | shape, dtype | meaning |
+  |---|---|---|
+  | `image_embeddings` | `(1, C, h, w)` float32 | from the image encoder |
+  | `point_coords` | `(1, num_points, 2)` float32 | (x, y) in the model's resized input frame (S pixels) |
+  | `point_labels` | `(1, num_points)` float32 | -1 not a point, 0 background, 1 foreground, 2/3 box corners |
+  | `mask_input` | `(1, 1, 4h, 4w)` float32 | low-res logits of a previous prediction |
+  | `has_mask_input` | `(1,)` float32 | 1 to use `mask_input`, 0 to ignore it |
+  | `orig_im_size` | `(2,)` float32 | (height, width) of the original image |
+
+  outputs `masks (1, M, height, width)` logits in original-image pixels (threshold 0), `iou_predictions (1, M)` and
+  `low_res_masks (1, M, 4h, 4w)`; `M` is 4 (the single-mask token, then the three multimask tokens) or 1 with
+  `--return-single-mask` (best multimask candidate for one click, the single-mask token for more points).
+  As in the official interface, a prompt without a box ends with one padding point `(0, 0)` of label -1.
+
+    python conversion/export_onnx.py MODEL_DIR_OR_HUB_ID OUT_DIR [--return-single-mask] [--opset 18]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sam_hf import SamModel
+from sam_hf.loading import load_sam
+
+ENCODER_FILE = "image_encoder.onnx"
+DECODER_FILE = "mask_decoder.onnx"
+DEFAULT_OPSET = 18
+MIN_OPSET = 18  # the torch.export-based exporter writes opset 18 and later
+BOX_CORNER_LABELS = (2, 3)  # official point labels of a box's top-left and bottom-right corners
+ENCODER_OUTPUTS = ["image_embeddings"]
+DECODER_INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size"]
+DECODER_OUTPUTS = ["masks", "iou_predictions", "low_res_masks"]
+# Weights above this go to an external data file: a single ONNX protobuf is limited to 2 GB (vit_h's encoder).
+MAX_EMBEDDED_BYTES = 1 << 30
+
+
+class SamOnnxImageEncoder(nn.Module):
+    """`pixel_values (batch, 3, S, S)` -> `image_embeddings (batch, C, h, w)` with the model's own vision encoder."""
+
+    def __init__(self, model: SamModel) -> None:
+        super().__init__()
+        self.vision_encoder = model.vision_encoder
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.vision_encoder(pixel_values)
+
+
+class SamOnnxDecoder(nn.Module):
+    """The official ONNX decoder interface (module docstring) over sam_hf's prompt encoder and mask decoder.
+
+    Args:
+        model: a sam_hf `SamModel`; its submodules and weights are used as they are (not copied).
+        return_single_mask: return one mask per call, chosen as the official `SamOnnxModel.select_masks` does.
+    """
+
+    def __init__(self, model: SamModel, return_single_mask: bool = False) -> None:
+        super().__init__()
+        if not isinstance(model, SamModel):
+            raise TypeError(f"model must be a sam_hf SamModel, got {type(model).__name__}.")
+        self.prompt_encoder = model.prompt_encoder
+        self.mask_decoder = model.mask_decoder
+        self.image_size = model.config.vision_config.image_size
+        self.return_single_mask = return_single_mask
+        # The grid's positional encoding depends on no input: a constant of the graph.
+        self.register_buffer("image_pe", model.get_image_wide_positional_embeddings().detach(), persistent=False)
+
+    def _embed_points(self, point_coords: torch.Tensor, point_labels: torch.Tensor) -> torch.Tensor:
+        """`(1, N, 2)`, `(1, N)` -> `(1, N, C)`: sam_hf's point embedding plus the box-corner labels 2 and 3, which
+        sam_hf takes as boxes but the official interface as points."""
+        embedding = self.prompt_encoder.embed_points(point_coords, point_labels)
+        labels = point_labels[..., None]
+        for label in BOX_CORNER_LABELS:
+            corner = self.prompt_encoder.point_embed[label].weight
+            embedding = torch.where(labels == label, embedding + corner, embedding)
+        return embedding
+
+    def _embed_mask(self, mask_input: torch.Tensor, has_mask_input: torch.Tensor) -> torch.Tensor:
+        """`(1, 1, 4h, 4w)`, `(1,)` -> `(1, C, h, w)`; a weighted sum instead of a branch, so that one graph serves
+        both cases (as the official)."""
+        no_mask = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        return has_mask_input * self.prompt_encoder.mask_embed(mask_input) + (1 - has_mask_input) * no_mask
+
+    @staticmethod
+    def _select_mask(
+        masks: torch.Tensor, iou_predictions: torch.Tensor, num_points: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The official choice without control flow: one click plus the padding point (`num_points <= 2`) -> the
+        best multimask candidate; more points -> the single-mask token. `(1, 4, ...)` -> `(1, 1, ...)`."""
+        reweight = torch.zeros_like(iou_predictions[:1])
+        reweight[:, 0] = 1000
+        best = torch.argmax(iou_predictions + (num_points - 2.5) * reweight, dim=1)
+        batch = torch.arange(masks.shape[0])
+        return masks[batch, best][:, None], iou_predictions[batch, best][:, None]
+
+    def _upscale(self, masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
+        """Low-res logits `(1, M, 4h, 4w)` -> `(1, M, height, width)`: to the input frame, remove the padding, to the
+        original size (`SamImageProcessor.post_process_masks` with sizes that are graph inputs)."""
+        masks = F.interpolate(masks, (self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        scale = self.image_size / orig_im_size.max()
+        resized = torch.floor(orig_im_size * scale + 0.5).to(torch.int64)
+        masks = masks[..., : resized[0], : resized[1]]
+        height, width = orig_im_size.to(torch.int64)
+        return F.interpolate(masks, size=(height, width), mode="bilinear", align_corners=False)
+
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+        orig_im_size: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Inputs and outputs as in the module docstring."""
+        sparse = self._embed_points(point_coords, point_labels)
+        dense = self._embed_mask(mask_input, has_mask_input)
+        # All four mask tokens, single-mask first, as the official interface returns them.
+        low_res_masks, iou_predictions = self.mask_decoder(
+            image_embeddings, self.image_pe, sparse[:, None], dense[:, None], multimask_output=None
+        )
+        low_res_masks, iou_predictions = low_res_masks[:, 0], iou_predictions[:, 0]
+        if self.return_single_mask:
+            low_res_masks, iou_predictions = self._select_mask(low_res_masks, iou_predictions, point_coords.shape[1])
+        return self._upscale(low_res_masks, orig_im_size), iou_predictions, low_res_masks
+
+
+def decoder_example_inputs(model: SamModel, num_points: int = 5) -> dict[str, torch.Tensor]:
+    """Inputs of the decoder graph for `model` (random, as the official export script's), keyed by input name."""
+    config = model.config.prompt_encoder_config
+    size = config.image_embedding_size
+    return {
+        "image_embeddings": torch.randn(1, config.hidden_size, size, size),
+        "point_coords": torch.randint(0, config.image_size, (1, num_points, 2)).float(),
+        "point_labels": torch.randint(-1, 4, (1, num_points)).float(),
+        "mask_input": torch.randn(1, 1, 4 * size, 4 * size),
+        "has_mask_input": torch.tensor([1.0]),
+        "orig_im_size": torch.tensor([1500.0, 2250.0]),
+    }
+
+
+def _export(
+    module: nn.Module,
+    inputs: dict[str, torch.Tensor],
+    path: Path,
+    opset: int,
+    output_names: list[str],
+    dynamic_shapes: dict[str, dict[int, torch.export.Dim] | None],
+) -> None:
+    """torch.export-based ONNX export of `module(**inputs)`; sizes derived from input values (`orig_im_size`) stay
+    symbolic in the graph."""
+    num_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*axis name.*will not be used")  # two inputs share num_points
+        torch.onnx.export(
+            module.eval(),
+            (),
+            str(path),
+            kwargs=inputs,
+            input_names=list(inputs),
+            output_names=output_names,
+            opset_version=opset,
+            dynamic_shapes=dynamic_shapes,
+            dynamo=True,
+            external_data=num_bytes > MAX_EMBEDDED_BYTES,
+            verbose=False,
+        )
+
+
+def _check_export_args(model: SamModel, opset: int) -> SamModel:
+    if not isinstance(model, SamModel):
+        raise TypeError(f"model must be a sam_hf SamModel, got {type(model).__name__}.")
+    if not isinstance(opset, int) or isinstance(opset, bool) or opset < MIN_OPSET:
+        raise ValueError(f"opset must be an integer >= {MIN_OPSET} (the torch.export-based exporter), got {opset!r}.")
+    if model.device.type != "cpu" or model.dtype != torch.float32:  # export a CPU fp32 copy, leave the caller's
+        model = copy.deepcopy(model).to("cpu", torch.float32)
+    return model.eval()
+
+
+@torch.no_grad()
+def export_image_encoder(model: SamModel, path: str | Path, opset: int = DEFAULT_OPSET) -> Path:
+    """Writes the image encoder graph `pixel_values (batch, 3, S, S)` -> `image_embeddings (batch, C, h, w)`."""
+    model = _check_export_args(model, opset)
+    size = model.config.vision_config.image_size
+    pixel_values = torch.randn(2, 3, size, size)  # batch 2: a batch of 1 would be specialised to 1
+    _export(
+        SamOnnxImageEncoder(model),
+        {"pixel_values": pixel_values},
+        Path(path),
+        opset,
+        ENCODER_OUTPUTS,
+        {"pixel_values": {0: torch.export.Dim("batch")}},
+    )
+    return Path(path)
+
+
+@torch.no_grad()
+def export_decoder(
+    model: SamModel, path: str | Path, return_single_mask: bool = False, opset: int = DEFAULT_OPSET
+) -> Path:
+    """Writes the prompt encoder + mask decoder graph with the official interface (module docstring)."""
+    model = _check_export_args(model, opset)
+    points = {1: torch.export.Dim("num_points", min=1)}
+    _export(
+        SamOnnxDecoder(model, return_single_mask),
+        decoder_example_inputs(model),
+        Path(path),
+        opset,
+        DECODER_OUTPUTS,
+        {name: points if name in ("point_coords", "point_labels") else None for name in DECODER_INPUTS},
+    )
+    return Path(path)
+
+
+def export_onnx(
+    model: SamModel, output_dir: str | Path, return_single_mask: bool = False, opset: int = DEFAULT_OPSET
+) -> tuple[Path, Path]:
+    """Writes `image_encoder.onnx` and `mask_decoder.onnx` for `model` (fp32, CPU) to `output_dir`.
+
+    Returns:
+        The paths of the encoder and decoder graphs.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return (
+        export_image_encoder(model, output_dir / ENCODER_FILE, opset),
+        export_decoder(model, output_dir / DECODER_FILE, return_single_mask, opset),
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="sam_hf model directory or Hub id")
+    parser.add_argument("output_dir", help=f"directory to write {ENCODER_FILE} and {DECODER_FILE} to")
+    parser.add_argument("--return-single-mask", action="store_true", help="one mask per call instead of four")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    args = parser.parse_args(argv)
+    try:
+        model, _ = load_sam(args.model, device="cpu")
+    except (OSError, ValueError) as error:
+        parser.error(f"cannot load model {args.model!r}: {error}")
+    for path in export_onnx(model, args.output_dir, args.return_single_mask, args.opset):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

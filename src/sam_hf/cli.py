@@ -1,0 +1,250 @@
+"""The `sam-hf` command line.
+
+    sam-hf segment IMAGE --point X,Y[,LABEL] ... [--box X1,Y1,X2,Y2] --out mask.png [--multimask] [--json scores.json]
+    sam-hf segment IMAGE --text "red circle" [--clip ViT-B-16 --pretrained TAG] --out mask.png
+    sam-hf everything IMAGE_OR_DIR --out annotations.json [--points-per-side 32 ...]
+    accelerate launch -m sam_hf everything DIR --out annotations.json     # shared by every process / GPU
+
+`--model` takes a local directory or a Hub id; the bundled small model by default. Bad input ends with a one-line
+error and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import PIL.Image
+import torch
+
+from .loading import DTYPES, load_clip, load_sam, open_image, resolve_device
+
+if TYPE_CHECKING:
+    from .predictor import SamPredictor
+
+POINT_LABEL_NAMES = "1 foreground, 0 background"
+
+
+def _numbers(text: str, count: Sequence[int], what: str) -> list[float]:
+    """`"1,2.5,3"` -> floats, `len` in `count`; an `argparse` type error naming the expected form otherwise."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in count or not all(np.isfinite(values)):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return values
+
+
+def parse_point(text: str) -> tuple[float, float, int]:
+    """`"X,Y"` or `"X,Y,LABEL"` (label 1 foreground, 0 background; default 1) in image pixels."""
+    values = _numbers(text, (2, 3), "X,Y or X,Y,LABEL with numbers X, Y and LABEL 1 or 0")
+    label = values[2] if len(values) == 3 else 1
+    if label not in (0, 1):
+        raise argparse.ArgumentTypeError(f"point label must be {POINT_LABEL_NAMES}, got {text!r}")
+    return values[0], values[1], int(label)
+
+
+def parse_box(text: str) -> tuple[float, float, float, float]:
+    """`"X1,Y1,X2,Y2"` in image pixels, with X2 >= X1 and Y2 >= Y1."""
+    x1, y1, x2, y2 = _numbers(text, (4,), "X1,Y1,X2,Y2 (four numbers)")
+    if x2 < x1 or y2 < y1:
+        raise argparse.ArgumentTypeError(f"box must have X2 >= X1 and Y2 >= Y1, got {text!r}")
+    return x1, y1, x2, y2
+
+
+def _points_prompt(args: argparse.Namespace) -> dict[str, np.ndarray]:
+    if not args.point:
+        return {}
+    points = np.asarray(args.point, dtype=np.float64)
+    return {"point_coords": points[:, :2], "point_labels": points[:, 2].astype(np.int64)}
+
+
+def _box_prompt(args: argparse.Namespace) -> dict[str, np.ndarray]:
+    return {} if args.box is None else {"box": np.asarray(args.box, dtype=np.float64)}
+
+
+# Prompt kinds of `segment`: each turns its parsed flags into `SamPredictor.predict` arguments. A new kind is one
+# function here plus its flag in `_add_segment_parser`.
+PROMPT_KINDS: list[Callable[[argparse.Namespace], dict[str, Any]]] = [_points_prompt, _box_prompt]
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="sam_hf model directory or Hub id (default: the bundled small model)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the first GPU if any, else the CPU)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+
+
+def _load_model(args: argparse.Namespace, device: Any = None) -> tuple[Any, Any]:
+    """`load_sam` with the command's model flags; a missing or broken checkpoint is a one-line error."""
+    try:
+        return load_sam(args.model, args.device if device is None else device, args.dtype)
+    except OSError as error:
+        raise ValueError(f"cannot load model {args.model or 'bundled'!r}: {error}") from error
+
+
+def _add_segment_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "segment", help="masks for point / box prompts on one image", description="Masks for prompts on one image."
+    )
+    parser.add_argument("image", help="image file")
+    parser.add_argument(
+        "--point",
+        type=parse_point,
+        action="append",
+        metavar="X,Y[,LABEL]",
+        help=f"a point in image pixels, label {POINT_LABEL_NAMES} (default 1); repeat for more points",
+    )
+    parser.add_argument("--box", type=parse_box, metavar="X1,Y1,X2,Y2", help="a box in image pixels")
+    parser.add_argument("--text", help="what to segment, e.g. 'red circle' (with or without points / box)")
+    parser.add_argument(
+        "--text-method",
+        choices=("auto", "learned", "zero-shot"),
+        default="auto",
+        help="learned text token (models trained with one) or CLIP-scored proposals; auto picks (default)",
+    )
+    parser.add_argument(
+        "--clip", help="zero-shot CLIP: open_clip name, hf-hub:org/repo or directory (default: the bundled CLIP)"
+    )
+    parser.add_argument("--pretrained", help="open_clip pretrained tag or checkpoint, with a --clip model name")
+    parser.add_argument("--out", required=True, type=Path, help="mask PNG to write (0 / 255)")
+    parser.add_argument("--multimask", action="store_true", help="3 candidate masks (ambiguous single click)")
+    parser.add_argument(
+        "--mask-index", type=int, help="which candidate to write (default: the one with the highest score)"
+    )
+    parser.add_argument("--json", type=Path, help="also write the scores (and the chosen index) to this JSON file")
+    _add_model_arguments(parser)
+    parser.set_defaults(run=run_segment)
+
+
+def run_segment(args: argparse.Namespace) -> None:
+    from .predictor import SamPredictor
+
+    prompts = {key: value for kind in PROMPT_KINDS for key, value in kind(args).items()}
+    if not prompts and args.text is None:
+        raise ValueError("no prompt: give --point X,Y, --box X1,Y1,X2,Y2 and/or --text.")
+    image = open_image(args.image)
+    model, processor = _load_model(args)
+    predictor = SamPredictor(model, processor)
+    if args.text is not None:
+        masks, scores = _segment_text(args, predictor, image, prompts)
+    else:
+        predictor.set_image(image)
+        prediction = predictor.predict(multimask_output=args.multimask, **prompts)
+        masks, scores = prediction.masks, prediction.scores
+    index = int(np.argmax(scores)) if args.mask_index is None else args.mask_index
+    if not 0 <= index < len(masks):
+        raise ValueError(f"--mask-index must be in [0, {len(masks) - 1}], got {index}.")
+    PIL.Image.fromarray(masks[index].astype(np.uint8) * 255).save(args.out, format="PNG")
+    print(f"wrote {args.out} (mask {index}, score {scores[index]:.3f})")
+    if args.json is not None:
+        report = {"image": str(args.image), "mask_index": index, "scores": scores.tolist()}
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _segment_text(
+    args: argparse.Namespace, predictor: SamPredictor, image: PIL.Image.Image, prompts: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """`segment_text` with the command's flags; "not found" ends the command with status 1 and no mask."""
+    from .text_to_mask import segment_text
+
+    zero_shot = args.text_method == "zero-shot" or (
+        args.text_method == "auto" and predictor.model.config.text_config is None
+    )
+    clip = load_clip(args.clip, args.pretrained, args.device) if zero_shot else None
+    top_k = 3 if args.multimask else 1
+    result = segment_text(predictor, image, args.text, method=args.text_method, clip=clip, top_k=top_k, **prompts)
+    if not result.found:
+        print(f"{args.text!r} not found in {args.image} ({result.method})")
+        raise SystemExit(1)
+    return result.masks, result.scores
+
+
+def _generator_parameters() -> dict[str, inspect.Parameter]:
+    """The everything-mode settings that are flags: the generator's numeric parameters with their defaults."""
+    from .everything import SamAutomaticMaskGenerator
+
+    parameters = inspect.signature(SamAutomaticMaskGenerator).parameters
+    return {
+        name: parameter
+        for name, parameter in parameters.items()
+        if isinstance(parameter.default, (int, float)) and not isinstance(parameter.default, bool)
+    }
+
+
+def _add_everything_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "everything",
+        help="all masks of an image or a directory of images, as COCO annotations",
+        description="Everything mode over an image or a directory of images (recursively), as one COCO JSON file "
+        "with RLE masks. Resumable: per-image results go to --work-dir, and images already done are skipped. Under "
+        "`accelerate launch -m sam_hf everything ...` the processes share the images.",
+    )
+    parser.add_argument("images", help="image file or directory")
+    parser.add_argument("--out", required=True, type=Path, help="COCO annotations JSON to write")
+    parser.add_argument("--work-dir", type=Path, help="per-image results (default: OUT.parts)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_model_arguments(parser)
+    settings = parser.add_argument_group("everything-mode settings (as the official SamAutomaticMaskGenerator)")
+    for name, parameter in _generator_parameters().items():
+        kind = int if isinstance(parameter.default, int) else float
+        flag = f"--{name.replace('_', '-')}"
+        settings.add_argument(flag, type=kind, default=parameter.default, metavar="N", help="default: %(default)s")
+    parser.set_defaults(run=run_everything)
+
+
+def run_everything(args: argparse.Namespace) -> None:
+    from .annotate import label_images
+    from .everything import SamAutomaticMaskGenerator
+
+    parameters = {name: getattr(args, name) for name in _generator_parameters()}
+    settings = {"model": args.model or "bundled", "dtype": args.dtype, **parameters}
+
+    def make_generator(state: Any) -> SamAutomaticMaskGenerator:
+        model, processor = _load_model(args, args.device or state.device)
+        return SamAutomaticMaskGenerator(model, output_mode="coco_rle", processor=processor, **parameters)
+
+    device = resolve_device(args.device) if args.device else None
+    coco = label_images(
+        args.images,
+        args.out,
+        make_generator,
+        settings,
+        work_dir=args.work_dir,
+        progress=not args.no_progress,
+        cpu=device.type == "cpu" if device else not torch.cuda.is_available(),
+    )
+    if coco is not None:
+        print(f"wrote {args.out}: {len(coco['images'])} images, {len(coco['annotations'])} masks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sam-hf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_segment_parser(commands)
+    _add_everything_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of `sam-hf` and `python -m sam_hf`; exits with status 2 and a one-line message on bad input."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, OSError) as error:  # the library's bad-input errors, unreadable / unwritable files
+        parser.exit(2, f"{parser.prog} {args.command}: error: {error}\n")
+    except KeyboardInterrupt:  # finished images are kept: `everything` resumes from them
+        parser.exit(130, f"{parser.prog} {args.command}: interrupted\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,201 @@
+"""Text to mask, on any SAM checkpoint: `segment_text(predictor, image, "red circle")`.
+
+Two methods, one entry point (used by the pipeline, the CLI and the Space):
+
+- `"learned"`: the paper's text token (section 7.5). The CLIP text embedding is a sparse prompt of a model trained
+  with one (`config.text_config`, e.g. the bundled model); alone or with the user's points / box.
+- `"zero-shot"`: works with the released weights and any open_clip CLIP. Everything-mode proposals (plus the masks of
+  the user's points / box) are scored by CLIP on context-keeping views (`clip_scoring`); a proposal matches when its
+  cosine similarity to the text reaches the scorer's threshold and beats every phrase of a background vocabulary, so
+  "not found" is a possible answer. The chosen masks are refined by feeding their boxes back to SAM (kept when SAM
+  rates the refined mask higher).
+
+`"auto"` is the learned token when the checkpoint has one, zero-shot otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .clip_scoring import ClipScorer, mask_box
+from .everything import SamAutomaticMaskGenerator
+from .predictor import EmbeddedImage, SamPredictor
+from .processing.image_processing_sam import to_uint8_hwc
+from .processing.tokenization import tokenize
+
+METHODS = ("auto", "learned", "zero-shot")
+REFINE_MIN_IOU = 0.5  # a refined mask overlapping its proposal less than this grabbed something else
+# Proposals need recall more than precision (CLIP does the choosing): looser filters than everything mode's.
+ZERO_SHOT_GENERATOR_DEFAULTS = {
+    "points_per_side": 16,
+    "pred_iou_thresh": 0.7,
+    "stability_score_thresh": 0.8,
+    "output_mode": "binary_mask",
+}
+
+
+@dataclass
+class TextSegmentation:
+    """The answer to a text prompt.
+
+    Args:
+        text: the prompt.
+        method: `"learned"` or `"zero-shot"`, the method that ran.
+        found: whether a region matched (zero-shot can answer "not found"; the learned token always finds one).
+        masks: `(k, H, W)` bool masks, best first; `k = 0` when nothing was found.
+        scores: `(k,)` cosine similarity to the text (zero-shot) or predicted IoU (learned).
+        boxes: `(k, 4)` XYXY boxes of the masks (exclusive end).
+    """
+
+    text: str
+    method: str
+    found: bool
+    masks: np.ndarray
+    scores: np.ndarray
+    boxes: np.ndarray
+
+
+def rank_regions(
+    region_embeddings: torch.Tensor, text_embedding: torch.Tensor, background_embeddings: torch.Tensor, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The regions that match a text, best first.
+
+    Args:
+        region_embeddings: `(n, d)` unit CLIP embeddings of the regions.
+        text_embedding: `(d,)` unit CLIP embedding of the text.
+        background_embeddings: `(m, d)` unit embeddings of the background vocabulary (`m` may be 0).
+        threshold: the cosine similarity a match must reach.
+
+    Returns:
+        `(indices, scores)`: indices of the matching regions sorted by decreasing similarity, and the `(n,)`
+        similarities of all regions. A region matches when its similarity to the text is >= `threshold` and greater
+        than its similarity to every background phrase.
+    """
+    scores = region_embeddings @ text_embedding
+    matches = scores >= threshold
+    if len(background_embeddings):
+        matches &= scores > (region_embeddings @ background_embeddings.T).max(dim=1).values
+    candidates = matches.nonzero().flatten()
+    return candidates[scores[candidates].argsort(descending=True, stable=True)], scores
+
+
+def _check_text(text: Any) -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a string, got {type(text).__name__}.")
+    tokenize([text])  # raises for empty / whitespace-only text, warns about truncation
+    return text
+
+
+def segment_text(
+    predictor: SamPredictor,
+    image: Any,
+    text: str,
+    method: str = "auto",
+    clip: ClipScorer | None = None,
+    point_coords: Any = None,
+    point_labels: Any = None,
+    box: Any = None,
+    top_k: int = 1,
+    refine: bool = True,
+    embedded: EmbeddedImage | None = None,
+    **generator_options: Any,
+) -> TextSegmentation:
+    """Masks of the object(s) `text` names in `image`.
+
+    Args:
+        predictor: a `SamPredictor` (model + processor).
+        image: the image (PIL, `(H, W, 3)` uint8 array, ...).
+        text: what to segment, e.g. `"red circle"`.
+        method: `"auto"`, `"learned"` or `"zero-shot"` (see the module docstring).
+        clip: the CLIP that scores regions, for zero-shot.
+        point_coords / point_labels / box: optional prompts in original-image pixels (as `SamPredictor.predict`):
+            combined with the text token (learned), or added as proposals (zero-shot).
+        top_k: at most this many masks, best first.
+        refine: zero-shot only: re-prompt SAM with each chosen mask's box.
+        embedded: `predictor.embed(image)` if already computed (an app's cache), to skip the image encoder.
+        generator_options: zero-shot proposals: `SamAutomaticMaskGenerator` parameters (defaults
+            `ZERO_SHOT_GENERATOR_DEFAULTS`).
+
+    Returns:
+        [`TextSegmentation`].
+    """
+    text = _check_text(text)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
+    has_text_token = predictor.model.config.text_config is not None
+    if method == "auto":
+        method = "learned" if has_text_token else "zero-shot"
+    if method == "learned" and not has_text_token:
+        raise ValueError(
+            "This checkpoint has no trained text token (config.text_config is None): use method='zero-shot' with a "
+            "CLIP, e.g. clip=ClipScorer.from_open_clip('ViT-B-16', 'laion2b_s34b_b88k')."
+        )
+    if method == "zero-shot" and clip is None:
+        raise ValueError("method='zero-shot' needs clip=ClipScorer(...) to score the regions.")
+    if method == "learned" and generator_options:
+        raise ValueError(f"{sorted(generator_options)} apply to method='zero-shot' only.")
+    embedded = embedded or predictor.embed(image)
+    prompts = {"point_coords": point_coords, "point_labels": point_labels, "box": box}
+    if method == "learned":
+        prediction = predictor.predict(**prompts, text=text, image=embedded)
+        order = np.argsort(-prediction.scores, kind="stable")[:top_k]
+        return _result(text, "learned", prediction.masks[order], prediction.scores[order])
+    return _zero_shot(predictor, image, text, clip, prompts, top_k, refine, embedded, generator_options)
+
+
+def _zero_shot(
+    predictor: SamPredictor,
+    image: Any,
+    text: str,
+    clip: ClipScorer,
+    prompts: dict[str, Any],
+    top_k: int,
+    refine: bool,
+    embedded: EmbeddedImage,
+    generator_options: dict[str, Any],
+) -> TextSegmentation:
+    generator = SamAutomaticMaskGenerator(
+        predictor.model, processor=predictor.processor, **{**ZERO_SHOT_GENERATOR_DEFAULTS, **generator_options}
+    )
+    if generator.output_mode != "binary_mask":
+        raise ValueError("output_mode is fixed to 'binary_mask' for text prompts.")
+    records = generator.generate(image, embedded.image_embeddings)
+    proposals = [(record["segmentation"], record["predicted_iou"]) for record in records]
+    if any(value is not None for value in prompts.values()):
+        prediction = predictor.predict(**prompts, image=embedded)
+        proposals.extend(zip(prediction.masks, prediction.scores.tolist(), strict=True))
+    proposals = [(mask, quality) for mask, quality in proposals if mask.any()]
+    if not proposals:
+        return _result(text, "zero-shot", np.zeros((0, *embedded.original_size), bool), np.zeros(0, np.float32))
+    array = to_uint8_hwc(image, do_convert_rgb=True)
+    order, scores = rank_regions(
+        clip.embed_regions(array, [mask for mask, _ in proposals]),
+        clip.embed_texts([text])[0],
+        clip.embed_texts(clip.background) if clip.background else torch.empty(0),
+        clip.threshold,
+    )
+    chosen = [proposals[i] for i in order[:top_k].tolist()]
+    masks = [_refine(predictor, mask, quality, embedded) if refine else mask for mask, quality in chosen]
+    masks = np.stack(masks) if masks else np.zeros((0, *embedded.original_size), bool)
+    return _result(text, "zero-shot", masks, scores[order[:top_k]].numpy())
+
+
+def _refine(predictor: SamPredictor, mask: np.ndarray, quality: float, embedded: EmbeddedImage) -> np.ndarray:
+    """SAM's mask for the box of `mask` when SAM rates it higher than `mask` (predicted IoU `quality`) and it stays
+    on the same region (IoU >= `REFINE_MIN_IOU`); `mask` otherwise."""
+    x1, y1, x2, y2 = mask_box(mask)
+    refined = predictor.predict(box=[x1, y1, x2 - 1, y2 - 1], multimask_output=False, image=embedded)
+    overlap = (refined.masks[0] & mask).sum() / max((refined.masks[0] | mask).sum(), 1)
+    return refined.masks[0] if refined.scores[0] > quality and overlap >= REFINE_MIN_IOU else mask
+
+
+def _result(text: str, method: str, masks: np.ndarray, scores: np.ndarray) -> TextSegmentation:
+    boxes = np.array([mask_box(mask) if mask.any() else (0, 0, 0, 0) for mask in masks], dtype=np.int64)
+    found = bool(len(masks)) and bool(masks.any())
+    return TextSegmentation(text, method, found, masks, scores.astype(np.float32), boxes.reshape(-1, 4))

@@ -1,0 +1,52 @@
+"""Shared by the Space tests: the app module, the bundled model loaded once, an in-process server, scene files."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
+
+from sam_hf.data import generate_scene
+from sam_hf.data.scenes import Scene
+from space import app
+
+
+@functools.cache
+def bundled_segmenter() -> app.Segmenter:
+    return app.Segmenter.load()
+
+
+@contextmanager
+def running_space(segmenter: app.Segmenter) -> Iterator[str]:
+    """The Space launched in this process on a free local port; yields its URL."""
+    demo = app.build_demo(segmenter=segmenter)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    try:
+        yield url
+    finally:
+        demo.close()
+
+
+def write_scene(directory: Path, seed: int, size: int = 128, upscale: int = 1) -> tuple[str, Scene, np.ndarray]:
+    """A generated scene saved as PNG (optionally upscaled by an integer factor): (path, scene, ground-truth masks at
+    the saved size)."""
+    scene = generate_scene(seed, size)
+    image = PIL.Image.fromarray(scene.image)
+    masks = scene.masks
+    if upscale > 1:
+        image = image.resize((size * upscale, size * upscale), PIL.Image.Resampling.NEAREST)
+        masks = masks.repeat(upscale, axis=1).repeat(upscale, axis=2)
+    path = directory / f"scene_{seed}_{upscale}.png"
+    image.save(path)
+    return str(path), scene, masks
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))

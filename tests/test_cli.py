@@ -1,0 +1,199 @@
+"""The `sam-hf` command line: segment, everything (COCO output, resume, several processes) and its error messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+from sam_hf import SamPredictor, load_sam
+from sam_hf.annotate import ImageLabeller, find_images
+from sam_hf.cli import main
+from sam_hf.data import generate_scene
+
+# Low thresholds: the bundled model is small, and at the official ones it keeps few masks on 128x128 scenes.
+EVERYTHING_FLAGS = ["--points-per-side", "8", "--pred-iou-thresh", "0.6", "--stability-score-thresh", "0.8"]
+EVERYTHING_FLAGS += ["--device", "cpu", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    """Four generated scenes as PNGs, one in a subdirectory."""
+    directory = tmp_path_factory.mktemp("scenes")
+    (directory / "more").mkdir()
+    for i, name in enumerate(["a.png", "b.png", "c.png", "more/d.png"]):
+        PIL.Image.fromarray(generate_scene(100 + i, 128).image).save(directory / name)
+    return directory
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    """Runs `sam-hf ARGS` in this process: (exit status, stderr)."""
+    try:
+        main(args)
+        status = 0
+    except SystemExit as exit_:
+        status = exit_.code
+    return status, capsys.readouterr().err
+
+
+def test_segment_writes_the_predictors_mask(scenes, tmp_path, capsys) -> None:
+    out, scores = tmp_path / "mask.png", tmp_path / "scores.json"
+    status, err = run_cli(
+        [
+            "segment",
+            str(scenes / "a.png"),
+            *["--point", "64,40", "--point", "20,20,0", "--box", "30,10,120,90"],
+            *["--out", str(out), "--multimask", "--json", str(scores), "--device", "cpu"],
+        ],
+        capsys,
+    )
+    assert status == 0, err
+    model, processor = load_sam(device="cpu")
+    predictor = SamPredictor(model, processor)
+    predictor.set_image(PIL.Image.open(scenes / "a.png"))
+    expected = predictor.predict(
+        point_coords=np.array([[64, 40], [20, 20]]), point_labels=np.array([1, 0]), box=np.array([30, 10, 120, 90])
+    )
+    written = json.loads(scores.read_text())
+    best = int(np.argmax(expected.scores))
+    assert written["mask_index"] == best
+    np.testing.assert_allclose(written["scores"], expected.scores, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(PIL.Image.open(out)) == 255, expected.masks[best])
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--point", "1,2,x"], "expected X,Y or X,Y,LABEL"),
+        (["--point", "1,2,5"], "point label must be"),
+        (["--point", "1"], "expected X,Y or X,Y,LABEL"),
+        (["--box", "1,2,3"], "expected X1,Y1,X2,Y2"),
+        (["--box", "5,5,1,1"], "X2 >= X1"),
+        ([], "no prompt"),
+        (["--point", "1,2", "--mask-index", "3"], "--mask-index must be in [0, 0]"),
+    ],
+)
+def test_segment_errors(scenes, tmp_path, capsys, args, message) -> None:
+    status, err = run_cli(["segment", str(scenes / "a.png"), "--out", str(tmp_path / "m.png"), *args], capsys)
+    assert status == 2
+    assert message in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "m.png").exists()
+
+
+def test_missing_and_unreadable_files(scenes, tmp_path, capsys) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    prompt = ["--point", "1,2", "--out", str(tmp_path / "m.png")]
+    for args, message in (
+        (["segment", str(tmp_path / "missing.png"), *prompt], "image file not found"),
+        (["segment", str(broken), *prompt], "cannot read"),
+        (["segment", str(scenes / "a.png"), *prompt, "--model", str(empty)], "cannot load model"),
+        (["everything", str(tmp_path / "missing"), "--out", str(tmp_path / "a.json")], "not found"),
+        (["everything", str(empty), "--out", str(tmp_path / "a.json")], "no image files"),
+        (["everything", str(broken), "--out", str(tmp_path / "a.json"), *EVERYTHING_FLAGS], "cannot read"),
+    ):
+        status, err = run_cli(args, capsys)
+        assert status == 2, args
+        assert message in err and "Traceback" not in err, err
+    assert not (tmp_path / "a.json").exists()
+
+
+def test_everything_writes_coco(scenes, tmp_path, capsys) -> None:
+    out = tmp_path / "annotations.json"
+    status, err = run_cli(["everything", str(scenes), "--out", str(out), *EVERYTHING_FLAGS], capsys)
+    assert status == 0, err
+    coco = json.loads(out.read_text())
+    assert [image["file_name"] for image in coco["images"]] == ["a.png", "b.png", "c.png", "more/d.png"]
+    assert [image["id"] for image in coco["images"]] == [1, 2, 3, 4]
+    assert coco["categories"] == [{"id": 1, "name": "object", "supercategory": "object"}]
+    annotations = coco["annotations"]
+    assert len(annotations) >= 4
+    assert [a["id"] for a in annotations] == list(range(1, len(annotations) + 1))
+    for annotation in annotations:
+        rle = {"size": annotation["segmentation"]["size"], "counts": annotation["segmentation"]["counts"].encode()}
+        assert rle["size"] == [128, 128]
+        assert annotation["area"] == int(mask_utils.area(rle)) > 0
+        np.testing.assert_allclose(annotation["bbox"], mask_utils.toBbox(rle), atol=1)
+        assert annotation["score"] == annotation["predicted_iou"] > 0.6
+        assert annotation["image_id"] in {1, 2, 3, 4} and annotation["category_id"] == 1
+    api = COCO(str(out))  # pycocotools reads it, and decodes the masks
+    assert api.annToMask(api.loadAnns(1)[0]).sum() == annotations[0]["area"]
+
+
+def test_everything_resumes(scenes, tmp_path, capsys, monkeypatch) -> None:
+    """An interruption leaves the finished images' results (and no output, no temporary file); the next run labels
+    only the rest, and results of other settings are not reused."""
+    out, work = tmp_path / "ann.json", tmp_path / "parts"
+    labelled = []
+    original = ImageLabeller.label
+
+    def interrupted(self, root, name):
+        if len(labelled) == 2:
+            raise KeyboardInterrupt
+        labelled.append(name)
+        return original(self, root, name)
+
+    monkeypatch.setattr(ImageLabeller, "label", interrupted)
+    command = ["everything", str(scenes), "--out", str(out), "--work-dir", str(work), *EVERYTHING_FLAGS]
+    status, err = run_cli(command, capsys)
+    assert status == 130 and err.endswith("sam-hf everything: interrupted\n")
+    assert not out.exists()
+    assert len(list(work.glob("*.json"))) == 2 and not list(work.glob(".*"))
+
+    labelled.clear()
+
+    def counted(self, root, name):
+        labelled.append(name)
+        return original(self, root, name)
+
+    monkeypatch.setattr(ImageLabeller, "label", counted)
+    assert run_cli(command, capsys)[0] == 0
+    assert labelled == ["c.png", "more/d.png"]
+    assert len(json.loads(out.read_text())["images"]) == 4
+
+    labelled.clear()  # unchanged settings: nothing to do
+    assert run_cli(command, capsys)[0] == 0
+    assert labelled == []
+    labelled.clear()  # other settings: everything again
+    assert run_cli([*command, "--box-nms-thresh", "0.5"], capsys)[0] == 0
+    assert labelled == find_images(scenes)[1]
+
+
+def test_two_processes_equal_one(scenes, tmp_path, capsys) -> None:
+    """`accelerate launch --multi_gpu --num_processes 2 -m sam_hf everything ... --device cpu`: two CPU processes
+    (torchrun, gloo; accelerate's `--cpu` launcher starts one process unless given an MPI hostfile); the merged file
+    equals one process's."""
+    single = tmp_path / "single.json"
+    assert run_cli(["everything", str(scenes), "--out", str(single), *EVERYTHING_FLAGS], capsys)[0] == 0
+    shared = tmp_path / "shared.json"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    with socket.socket() as free:  # a free port: another job may hold accelerate's default 29500
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch += ["--main_process_port", str(port)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [*launch, "-m", "sam_hf", "everything", str(scenes), "--out", str(shared), *EVERYTHING_FLAGS],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("wrote") == 1  # only the main process merges
+    assert json.loads(shared.read_text()) == json.loads(single.read_text())
+    parts = [json.loads(part.read_text()) for part in Path(f"{shared}.parts").glob("*.json")]
+    assert sorted(part["process_index"] for part in parts) == [0, 0, 1, 1]  # each process labelled its half
