@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import PIL.Image
+import PIL.ImageOps
 import torch
 
 from .clip_scoring import ClipScorer
 from .modeling import SamModel
 from .processing import SamProcessor
+from .processing.image_processing_sam import pil_to_rgb
 
 # The small model this project trains on generated shapes and ships: the offline default of the CLI and the Space.
 BUNDLED_MODEL_PATH = str(Path(__file__).parent / "bundled" / "sam-hf-shapes")
 # Its small CLIP, trained on the same scenes: scores regions for zero-shot text prompts on the bundled model.
 BUNDLED_CLIP_PATH = str(Path(__file__).parent / "bundled" / "sam-hf-shapes-clip")
+
+# Images above this many pixels are refused (decompression bombs); raise it with `open_image(..., max_pixels=...)`.
+MAX_IMAGE_PIXELS = 178_956_970  # PIL's own hard limit: 2 x its 89.5 MP warning threshold
+_PIL_LIMIT_LOCK = threading.Lock()  # PIL's limit is a global: lifted only while reading a header, one thread at a time
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -83,12 +90,35 @@ def load_clip(
     return ClipScorer.from_open_clip(clip, pretrained, device=device)
 
 
-def open_image(path: str | os.PathLike) -> PIL.Image.Image:
-    """Reads an image file as RGB, with a `ValueError` naming the file when it is missing or not an image."""
+def open_image(path: str | os.PathLike, max_pixels: int | None = MAX_IMAGE_PIXELS) -> PIL.Image.Image:
+    """Reads an image file as the RGB picture a viewer shows: EXIF orientation applied, the first frame of an
+    animation, 16-bit and palette images converted properly.
+
+    Args:
+        path: the file.
+        max_pixels: larger images are refused with a `ValueError` before they are decoded (decompression bombs);
+            `None` for no limit.
+
+    Raises:
+        ValueError: naming the file, when it is missing, not an image, truncated or too large.
+    """
+    name = os.fspath(path)
     if not Path(path).is_file():
-        raise ValueError(f"image file not found: {os.fspath(path)!r}.")
+        raise ValueError(f"image file not found: {name!r}.")
     try:
-        with PIL.Image.open(path) as image:
-            return image.convert("RGB")
+        with _PIL_LIMIT_LOCK:  # the limit that applies is `max_pixels`, checked below, not PIL's global one
+            pil_limit, PIL.Image.MAX_IMAGE_PIXELS = PIL.Image.MAX_IMAGE_PIXELS, None
+            try:
+                opened = PIL.Image.open(path)
+            finally:
+                PIL.Image.MAX_IMAGE_PIXELS = pil_limit
+        with opened as image:
+            if max_pixels is not None and image.width * image.height > max_pixels:
+                raise ValueError(
+                    f"{name!r} has {image.width}x{image.height} pixels, more than max_pixels={max_pixels}; pass a "
+                    "larger max_pixels (or None) to open it anyway."
+                )
+            image.seek(0)  # animations: the first frame
+            return pil_to_rgb(PIL.ImageOps.exif_transpose(image))
     except (OSError, PIL.Image.DecompressionBombError, SyntaxError) as error:
-        raise ValueError(f"cannot read {os.fspath(path)!r} as an image: {error}") from error
+        raise ValueError(f"cannot read {name!r} as an image: {error}") from error

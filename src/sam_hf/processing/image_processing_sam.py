@@ -50,11 +50,24 @@ def check_sizes(name: str, sizes: Any) -> torch.Tensor:
     return torch.as_tensor(array, dtype=torch.int64)
 
 
+def pil_to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
+    """Any PIL mode -> RGB: 16/32-bit grayscale scaled to 8 bits (PIL's own conversion clips it to white), palette
+    with transparency through RGBA, alpha dropped, CMYK / YCbCr / grayscale converted."""
+    if image.mode.startswith("I;16") or (image.mode == "I" and np.asarray(image).max() > 255):
+        # 16-bit files; a 32-bit "I" image within 0-255 (e.g. converted from 8 bits) is left to PIL.
+        array = np.asarray(image).astype(np.float64)
+        top = max(65535.0, float(array.max()))
+        image = PIL.Image.fromarray(np.clip(array / top * 255 + 0.5, 0, 255).astype(np.uint8))
+    elif image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
 def to_uint8_hwc(image: Any, do_convert_rgb: bool) -> np.ndarray:
     """One input image -> an RGB uint8 array of shape (H, W, 3), the input of the official `apply_image`."""
     if isinstance(image, PIL.Image.Image):
         if do_convert_rgb and image.mode != "RGB":
-            image = image.convert("RGB")  # grayscale, palette, RGBA (alpha dropped), CMYK
+            image = pil_to_rgb(image)
         array = np.asarray(image)
     elif isinstance(image, (np.ndarray, torch.Tensor)):
         is_tensor = isinstance(image, torch.Tensor)
