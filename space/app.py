@@ -1,11 +1,14 @@
-"""Segment Anything Space: click, box and everything mode on any sam_hf model, a thin Gradio face over the library.
+"""Segment Anything Space: click, box, text and everything mode on any sam_hf model, a thin Gradio face over the
+library.
 
-    python space/app.py [--model HUB_ID_OR_DIR] [--device cuda] [--dtype float16]
+    python space/app.py [--model HUB_ID_OR_DIR] [--clip CLIP [--clip-pretrained TAG]] [--device cuda] [--dtype float16]
 
-The model is `$SAM_HF_MODEL` or `--model`, else the bundled small model. Each session keeps its own prompts and a small
-LRU cache of image embeddings keyed by the image's content hash, so a click costs only the prompt encoder and the mask
-decoder. Public endpoints (`/segment`, `/segment_everything`) take an image and plain JSON, so `gradio_client` drives
-every feature; the click handlers (`gr.SelectData`) stay private.
+The model is `$SAM_HF_MODEL` or `--model`, else the bundled small model. Text prompts go through
+`sam_hf.text_to_mask.segment_text`: the model's learned text token when it has one, else (or on request) zero-shot
+with a CLIP that scores regions, `$SAM_HF_CLIP` or `--clip` (default: the bundled CLIP with the bundled model). Each
+session keeps its own prompts and a small LRU cache of image embeddings keyed by the image's content hash, so a click
+or a text costs no image encoder. Public endpoints (`/segment`, `/segment_everything`) take an image and plain JSON,
+so `gradio_client` drives every feature; the click handlers (`gr.SelectData`) stay private.
 """
 
 import argparse
@@ -29,10 +32,12 @@ import PIL.Image
 from PIL import ImageDraw
 from pycocotools import mask as mask_utils
 
+from sam_hf.clip_scoring import ClipScorer
 from sam_hf.data import generate_scene
 from sam_hf.everything import SamAutomaticMaskGenerator
-from sam_hf.loading import BUNDLED_MODEL_PATH, DTYPES, load_sam
+from sam_hf.loading import BUNDLED_CLIP_PATH, BUNDLED_MODEL_PATH, DTYPES, load_clip, load_sam
 from sam_hf.predictor import EmbeddedImage, Prediction, SamPredictor
+from sam_hf.text_to_mask import METHODS, TextSegmentation, resolve_method, segment_text
 
 logger = logging.getLogger(__name__)
 
@@ -48,22 +53,49 @@ BUNDLED_EVERYTHING = {"points_per_side": 16, "pred_iou_thresh": 0.5, "stability_
 MASK_OPACITY = 0.6  # the image stays visible under a mask
 PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#fabed4", "#469990")
 MAX_EVERYTHING_LABELS = 256  # colour-mapped labels; more masks than this cycle through the palette anyway
+NO_CLIP = (
+    "Zero-shot text prompts need a CLIP to score regions, and this Space has none: start it with --clip (an "
+    "open_clip name with --clip-pretrained, hf-hub:ORG/REPO or a directory) or SAM_HF_CLIP."
+)
 
 
 @dataclass
 class Segmenter:
-    """The one model of this app, shared by every session (read-only after loading)."""
+    """The one model of this app (and its CLIP, if any), shared by every session (read-only after loading)."""
 
     predictor: SamPredictor
     name: str
     everything_defaults: dict[str, float]
+    clip: ClipScorer | None = None  # scores regions for zero-shot text prompts; None: zero-shot is unavailable
+    clip_name: str = ""
 
     @classmethod
-    def load(cls, model: str | None = None, device: str | None = None, dtype: str | None = None) -> "Segmenter":
+    def load(
+        cls,
+        model: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        clip: str | None = None,
+        clip_pretrained: str | None = None,
+    ) -> "Segmenter":
+        """`model` as `load_sam`; `clip` as `load_clip` (the bundled CLIP when `None` and the model is the bundled
+        one, else no CLIP)."""
         sam, processor = load_sam(model, device=device, dtype=dtype)
         bundled = model is None or os.path.abspath(model) == os.path.abspath(BUNDLED_MODEL_PATH)
         defaults = BUNDLED_EVERYTHING if bundled else OFFICIAL_EVERYTHING
-        return cls(SamPredictor(sam, processor), "bundled sam-hf-shapes" if bundled else str(model), defaults)
+        bundled_clip = clip is None and bundled
+        if bundled_clip and not Path(BUNDLED_CLIP_PATH).is_dir():
+            logger.warning("the bundled CLIP is missing (%s): zero-shot text prompts are off", BUNDLED_CLIP_PATH)
+            bundled_clip = False
+        scorer = load_clip(clip, clip_pretrained, device) if clip is not None or bundled_clip else None
+        clip_name = "bundled sam-hf-shapes-clip" if bundled_clip else " ".join(filter(None, (clip, clip_pretrained)))
+        name = "bundled sam-hf-shapes" if bundled else str(model)
+        return cls(SamPredictor(sam, processor), name, defaults, scorer, clip_name)
+
+    def text_method(self, method: str) -> str:
+        """The method a text prompt runs: `"auto"` is the learned token when the model has one, else zero-shot (as in
+        `segment_text`)."""
+        return resolve_method(self.predictor.model.config, method)
 
 
 @dataclass(frozen=True)
@@ -72,16 +104,34 @@ class Prompts:
 
     points: tuple[tuple[float, float, int], ...] = ()  # (x, y, label) in original pixels; label 1 fg, 0 bg
     box: tuple[float, float, float, float] | None = None  # x1, y1, x2, y2 in original pixels
+    text: str | None = None  # what to segment, e.g. "red circle"; combines with the points and the box
+    text_method: str = "auto"  # as `segment_text`: "auto", "learned" or "zero-shot"
 
     def is_empty(self) -> bool:
-        return not self.points and self.box is None
+        return not self.points and self.box is None and self.text is None
 
     def to_json(self) -> dict[str, Any]:
-        return {"points": [list(point) for point in self.points], "box": list(self.box) if self.box else None}
+        return {
+            "points": [list(point) for point in self.points],
+            "box": list(self.box) if self.box else None,
+            "text": self.text,
+            "text_method": self.text_method,
+        }
+
+    def with_text(self, text: Any, text_method: Any = None) -> "Prompts":
+        """These prompts with the text prompt `text` (a string; `None`, empty or whitespace-only removes it) and its
+        method (one of `METHODS`; `None` is `"auto"`)."""
+        if text is not None and not isinstance(text, str):
+            raise ValueError(f"text must be a string or null, got {type(text).__name__}.")
+        text_method = "auto" if text_method is None else text_method
+        if text_method not in METHODS:
+            raise ValueError(f"text_method must be one of {', '.join(METHODS)}, got {text_method!r}.")
+        return replace(self, text=text.strip() if text and text.strip() else None, text_method=text_method)
 
     @classmethod
-    def from_json(cls, points: Any, box: Any) -> "Prompts":
-        """Parses the API's JSON: points `[[x, y, label], ...]` (label 1 or 0, default 1), box `[x1, y1, x2, y2]`."""
+    def from_json(cls, points: Any, box: Any, text: Any = None, text_method: Any = None) -> "Prompts":
+        """Parses the API's JSON: points `[[x, y, label], ...]` (label 1 or 0, default 1), box `[x1, y1, x2, y2]`,
+        text and its method (see `with_text`)."""
         parsed = []
         for point in points or []:
             if not isinstance(point, (list, tuple)) or len(point) not in (2, 3):
@@ -92,7 +142,8 @@ class Prompts:
             parsed.append((float(point[0]), float(point[1]), label))
         if box is not None and (not isinstance(box, (list, tuple)) or len(box) != 4):
             raise ValueError(f"box must be [x1, y1, x2, y2], got {box!r}.")
-        return cls(tuple(parsed), ordered_box(*box[:2], *box[2:]) if box is not None else None)
+        prompts = cls(tuple(parsed), ordered_box(*box[:2], *box[2:]) if box is not None else None)
+        return prompts.with_text(text, text_method)
 
 
 def ordered_box(x1: float, y1: float, x2: float, y2: float) -> tuple[float, float, float, float]:
@@ -100,14 +151,32 @@ def ordered_box(x1: float, y1: float, x2: float, y2: float) -> tuple[float, floa
     return (float(min(x1, x2)), float(min(y1, y2)), float(max(x1, x2)), float(max(y1, y2)))
 
 
-def predict(segmenter: Segmenter, embedded: EmbeddedImage, prompts: Prompts, multimask: bool = True) -> Prediction:
-    """Prompts -> masks: the only place this app calls the decoder for prompts."""
+def predict(
+    segmenter: Segmenter, image: "LoadedImage", prompts: Prompts, multimask: bool = True
+) -> Prediction | TextSegmentation:
+    """Prompts -> masks: the only place this app calls the model for prompts (the decoder; `segment_text` on the
+    cached embedding when there is a text). `multimask`: three candidates (the best three text matches)."""
     if prompts.is_empty():
-        raise ValueError("Add at least one point or a box.")
+        raise ValueError("Add at least one point, a box or a text.")
     points = np.array([p[:2] for p in prompts.points], dtype=np.float32) if prompts.points else None
     labels = np.array([p[2] for p in prompts.points], dtype=np.int64) if prompts.points else None
     box = np.array(prompts.box, dtype=np.float32) if prompts.box else None
-    return segmenter.predictor.predict(points, labels, box, multimask_output=multimask, image=embedded)
+    if prompts.text is None:
+        return segmenter.predictor.predict(points, labels, box, multimask_output=multimask, image=image.embedded)
+    if segmenter.text_method(prompts.text_method) == "zero-shot" and segmenter.clip is None:
+        raise ValueError(NO_CLIP)
+    return segment_text(
+        segmenter.predictor,
+        image.pixels,
+        prompts.text,
+        method=prompts.text_method,
+        clip=segmenter.clip,
+        point_coords=points,
+        point_labels=labels,
+        box=box,
+        top_k=3 if multimask else 1,
+        embedded=image.embedded,
+    )
 
 
 @dataclass
@@ -155,7 +224,7 @@ class Session:
     image: LoadedImage | None = None
     history: list[Prompts] = field(default_factory=lambda: [Prompts()])  # history[-1] is current; undo pops
     corner: tuple[float, float] | None = None  # first corner of a box being drawn
-    prediction: Prediction | None = None
+    prediction: Prediction | TextSegmentation | None = None  # masks of the current prompts (none: text not found)
     selected: int = 0
 
     @property
@@ -237,8 +306,27 @@ def draw_prompts(image: LoadedImage, prompts: Prompts, corner: tuple[float, floa
     return np.asarray(canvas)
 
 
-def candidate_label(index: int, score: float) -> str:
-    return f"Mask {index + 1} · IoU {score:.3f}"
+def score_name(prediction: Prediction | TextSegmentation) -> str:
+    """What a prediction's scores are: the predicted IoU, or the CLIP similarity to the text (zero-shot)."""
+    return "CLIP similarity" if isinstance(prediction, TextSegmentation) and prediction.method == "zero-shot" else "IoU"
+
+
+def candidate_label(index: int, score: float, name: str = "IoU") -> str:
+    return f"Mask {index + 1} · {name} {score:.3f}"
+
+
+def text_summary(prediction: Prediction | TextSegmentation | None) -> dict[str, Any] | None:
+    """The text prompt's answer for the result JSON: the method that ran, whether it found the text, a message."""
+    if not isinstance(prediction, TextSegmentation):
+        return None
+    if prediction.found:
+        message = f"Text {prediction.text!r} ({prediction.method}): {len(prediction.masks)} mask(s)."
+    else:
+        message = (
+            f"{prediction.text!r} not found ({prediction.method}): no region matches it. Try other words, or add a "
+            "point or a box."
+        )
+    return {"text": prediction.text, "method": prediction.method, "found": prediction.found, "message": message}
 
 
 def format_timing(timing: dict[str, Any]) -> str:
@@ -248,6 +336,8 @@ def format_timing(timing: dict[str, Any]) -> str:
         parts.append(f"image embedding {timing['embed_ms']:.1f} ms{cached}")
     elif "image_embedding_ms" in timing:
         parts.append(f"image embedding {timing['image_embedding_ms']:.1f} ms (once per image, not per click)")
+    if "text_ms" in timing:
+        parts.append(f"text prompt ({timing['text_method']}) {timing['text_ms']:.1f} ms")
     for key, name in (("decode_ms", "prompt encoder + decoder"), ("everything_ms", "everything mode")):
         if key in timing:
             parts.append(f"{name} {timing[key]:.1f} ms")
@@ -272,11 +362,13 @@ def render_prompts(session: Session, timing: dict[str, Any], start: float) -> Ou
         timing["image_embedding_ms"] = session.embed_ms[image.key]
     canvas = draw_prompts(image, session.prompts, session.corner)
     prediction = session.prediction
-    if prediction is None:
+    text = text_summary(prediction)
+    if prediction is None or not len(prediction.masks):  # no prompts, or a text that was not found
         result = {"mode": "prompt", "prompts": session.prompts.to_json(), "masks": []}
         overlay, candidates, download = (image.display_file, []), gr.Radio(choices=[], value=None), None
     else:
-        labels = [candidate_label(i, float(s)) for i, s in enumerate(prediction.scores)]
+        name = score_name(prediction)
+        labels = [candidate_label(i, float(s), name) for i, s in enumerate(prediction.scores)]
         mask = prediction.masks[session.selected]
         overlay = (image.display_file, [(image.display_mask(mask), labels[session.selected])])
         candidates = gr.Radio(choices=labels, value=labels[session.selected])
@@ -288,6 +380,7 @@ def render_prompts(session: Session, timing: dict[str, Any], start: float) -> Ou
             "image_size": list(image.pixels.shape[:2]),
             "prompts": session.prompts.to_json(),
             "selected": session.selected,
+            "score": "clip_similarity" if name != "IoU" else "predicted_iou",
             "masks": [
                 {"score": float(score), "area": int(m.sum()), "segmentation": coco_rle(m)}
                 for m, score in zip(prediction.masks, prediction.scores, strict=True)
@@ -296,7 +389,12 @@ def render_prompts(session: Session, timing: dict[str, Any], start: float) -> Ou
     timing["render_ms"] = _ms(render_start)
     timing["total_ms"] = _ms(start)
     result["timing"] = timing
-    return canvas, overlay, candidates, download, result, format_timing(timing), session
+    status = format_timing(timing)
+    if text is not None:
+        result["text"] = text
+        message = text["message"] if text["found"] else f"**{text['message']}**"  # "not found" stands out
+        status = f"{message}\n\n{status}"
+    return canvas, overlay, candidates, download, result, status, session
 
 
 def run_prompts(
@@ -304,11 +402,16 @@ def run_prompts(
 ) -> Outputs:
     """Predicts for the session's current prompts (none: clears the result) and renders."""
     session.prediction, session.selected = None, 0
-    if session.image is not None and not session.prompts.is_empty():
+    prompts = session.prompts
+    if session.image is not None and not prompts.is_empty():
         decode_start = time.perf_counter()
-        session.prediction = predict(segmenter, session.image.embedded, session.prompts, multimask)
-        timing["decode_ms"] = _ms(decode_start)
-        session.selected = int(np.argmax(session.prediction.scores))
+        session.prediction = predict(segmenter, session.image, prompts, multimask)
+        if prompts.text is None:
+            timing["decode_ms"] = _ms(decode_start)
+        else:  # the whole text step: the text token, or zero-shot's proposals + CLIP scoring + refinement
+            timing["text_ms"], timing["text_method"] = _ms(decode_start), session.prediction.method
+        if len(session.prediction.scores):
+            session.selected = int(np.argmax(session.prediction.scores))
     return render_prompts(session, timing, start)
 
 
@@ -360,7 +463,7 @@ def write_examples(directory: Path) -> list[str]:
 class Handlers:
     """The Space's event handlers, bound to one model; every one returns the same outputs (see `Outputs`).
 
-    `on_*` answer the page (clicks, undo, reset, candidate choice) and stay private; `segment` and
+    `on_*` answer the page (clicks, text box, undo, reset, candidate choice) and stay private; `segment` and
     `segment_everything` are the public API (an image and plain JSON).
     """
 
@@ -397,6 +500,16 @@ class Handlers:
         return run_prompts(self.segmenter, session, timing, start, multimask)
 
     @friendly_errors
+    def on_text(self, text: str | None, text_method: str, multimask: bool, session: Session) -> Outputs:
+        """The text box (Enter or its button): `text` becomes the text prompt, combined with the clicked points and
+        box (an empty box removes it)."""
+        start, timing = time.perf_counter(), {}
+        if session.image is None:
+            raise gr.Error("Upload an image or pick an example first.")
+        session.history.append(session.prompts.with_text(text, text_method))
+        return run_prompts(self.segmenter, session, timing, start, multimask)
+
+    @friendly_errors
     def on_undo(self, multimask: bool, session: Session) -> Outputs:
         """Removes the last prompt (or the pending box corner) and predicts again."""
         start, timing = time.perf_counter(), {}
@@ -421,15 +534,25 @@ class Handlers:
         return render_prompts(session, {}, time.perf_counter())
 
     @friendly_errors
-    def segment(self, image: str | None, points: Any, box: Any, multimask: bool, session: Session) -> Outputs:
-        """Masks for points `[[x, y, label], ...]` (label 1 foreground, 0 background) and/or a box
-        `[x1, y1, x2, y2]`, in original-image pixels: three candidates with their predicted IoU if `multimask`."""
+    def segment(
+        self,
+        image: str | None,
+        points: Any,
+        box: Any,
+        multimask: bool,
+        text: str | None,
+        text_method: str | None,
+        session: Session,
+    ) -> Outputs:
+        """Masks for points `[[x, y, label], ...]` (label 1 foreground, 0 background), a box `[x1, y1, x2, y2]`
+        (original-image pixels) and/or a text (`text_method` "auto", "learned" or "zero-shot"), in any combination:
+        three candidates with their scores if `multimask`. A text that matches nothing is a message, not an error."""
         start, timing = time.perf_counter(), {}
         if image is None:
             raise gr.Error("Send an image.")
-        prompts = Prompts.from_json(points, box)
+        prompts = Prompts.from_json(points, box, text, text_method)
         if prompts.is_empty():
-            raise gr.Error("Add at least one point or a box.")
+            raise gr.Error("Add at least one point, a box or a text.")
         session.load(self.segmenter, image, timing)
         session.history, session.corner = [*session.history, prompts], None
         return run_prompts(self.segmenter, session, timing, start, multimask)
@@ -490,19 +613,22 @@ def build_demo(
     dtype: str | None = None,
     concurrency_limit: int = 1,
     segmenter: Segmenter | None = None,
+    clip: str | None = None,
+    clip_pretrained: str | None = None,
 ) -> gr.Blocks:
-    """The Space: `model` is a Hub id or a local directory, the bundled small model if `None` (or a loaded
-    `segmenter`)."""
-    segmenter = segmenter or Segmenter.load(model, device, dtype)
+    """The Space: `model` is a Hub id or a local directory, the bundled small model if `None`; `clip` the CLIP of
+    zero-shot text prompts (see `Segmenter.load`); or a loaded `segmenter`."""
+    segmenter = segmenter or Segmenter.load(model, device, dtype, clip, clip_pretrained)
     handlers = Handlers(segmenter)
     color_map = {f"mask {i + 1}": PALETTE[i % len(PALETTE)] for i in range(MAX_EVERYTHING_LABELS)}
     defaults = segmenter.everything_defaults
     examples_dir = Path(tempfile.gettempdir()) / "sam_hf_space" / "examples"
     with gr.Blocks(title="Segment Anything (sam_hf)", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(
-            f"## Segment Anything (sam_hf)\nModel: `{segmenter.name}`. Upload an image or pick an example, then click "
-            "on the right-hand image: foreground or background points, or a box (two clicks on opposite corners). "
-            "Points and a box combine. Or segment everything."
+            f"## Segment Anything (sam_hf)\nModel: `{segmenter.name}`; zero-shot CLIP: "
+            f"`{segmenter.clip_name or 'none'}`. Upload an image or pick an example, then click on the right-hand "
+            "image: foreground or background points, or a box (two clicks on opposite corners). Or type what to "
+            "segment. Points, a box and a text combine. Or segment everything."
         )
         state = gr.State(Session(), time_to_live=3600)  # deep-copied for each user
         with gr.Row():
@@ -519,6 +645,12 @@ def build_demo(
                 mode = gr.Radio([FOREGROUND, BACKGROUND, BOX], value=FOREGROUND, label="A click adds")
                 multimask = gr.Checkbox(True, label="Three candidate masks (best for a single click)")
                 with gr.Row():
+                    text = gr.Textbox(
+                        "", label="Text prompt", placeholder="e.g. red circle, then Enter", scale=3, elem_id="text"
+                    )
+                    text_method = gr.Radio(list(METHODS), value="auto", label="Text method", scale=2)
+                text_button = gr.Button("Segment text")
+                with gr.Row():
                     undo = gr.Button("Undo last prompt")
                     reset = gr.Button("Reset prompts")
         with gr.Row():
@@ -526,7 +658,7 @@ def build_demo(
                 overlay = gr.AnnotatedImage(label="Masks", format="png", color_map=color_map, elem_id="overlay")
                 timing = gr.Markdown(elem_id="timing")
             with gr.Column():
-                candidates = gr.Radio([], label="Candidate masks (predicted IoU)", type="index")
+                candidates = gr.Radio([], label="Candidate masks (predicted IoU, or CLIP similarity)", type="index")
                 download = gr.File(label="Download: selected mask (PNG) or everything-mode masks (COCO RLE JSON)")
                 with gr.Accordion("Segment everything", open=False):
                     points_per_side = gr.Slider(4, 64, defaults["points_per_side"], step=1, label="Points per side")
@@ -545,11 +677,16 @@ def build_demo(
         private = {"outputs": outputs, "api_visibility": "private"}
         image_in.change(handlers.on_image, [image_in, state], **private)
         canvas.select(handlers.on_click, [mode, multimask, state], **private)
+        for trigger in (text.submit, text_button.click):
+            trigger(handlers.on_text, [text, text_method, multimask, state], **private)
         undo.click(handlers.on_undo, [multimask, state], **private)
         reset.click(handlers.on_reset, [state], **private)
         candidates.input(handlers.on_candidate, [candidates, state], **private)
         segment_trigger.click(
-            handlers.segment, [image_in, points_json, box_json, multimask, state], outputs, api_name="segment"
+            handlers.segment,
+            [image_in, points_json, box_json, multimask, text, text_method, state],
+            outputs,
+            api_name="segment",
         )
         everything.click(
             handlers.segment_everything,
@@ -571,6 +708,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Hub id or local directory of a sam_hf / transformers SAM checkpoint (default: $SAM_HF_MODEL, else the "
         "bundled small model)",
     )
+    parser.add_argument(
+        "--clip",
+        default=os.environ.get("SAM_HF_CLIP") or None,
+        help="CLIP for zero-shot text prompts: an open_clip name (with --clip-pretrained), hf-hub:ORG/REPO or a "
+        "directory (default: $SAM_HF_CLIP, else the bundled CLIP with the bundled model, else none)",
+    )
+    parser.add_argument("--clip-pretrained", default=None, help="open_clip pretrained tag, with a --clip model name")
     parser.add_argument("--device", default=None, help="torch device (default: the first GPU if any, else the CPU)")
     parser.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="model dtype (default: float32)")
     parser.add_argument("--concurrency", type=int, default=1, help="requests that may run the model at once")
@@ -582,7 +726,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    demo = build_demo(args.model, args.device, args.dtype, args.concurrency)
+    demo = build_demo(
+        args.model, args.device, args.dtype, args.concurrency, clip=args.clip, clip_pretrained=args.clip_pretrained
+    )
     demo.launch(server_name=args.host, server_port=args.port, max_file_size="50mb")
 
 

@@ -23,6 +23,8 @@ from sam_hf.data import generate_scene
 # Low thresholds: the bundled model is small, and at the official ones it keeps few masks on 128x128 scenes.
 EVERYTHING_FLAGS = ["--points-per-side", "8", "--pred-iou-thresh", "0.6", "--stability-score-thresh", "0.8"]
 EVERYTHING_FLAGS += ["--device", "cpu", "--no-progress"]
+# Text: a held-out scene whose three objects the bundled model + CLIP segment by name (see tests/test_space.py).
+TEXT_SEED, TEXT_FLOOR = 128, 0.6
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +90,24 @@ def test_segment_errors(scenes, tmp_path, capsys, args, message) -> None:
     assert message in err
     assert "Traceback" not in err
     assert not (tmp_path / "m.png").exists()
+
+
+def test_segment_text_writes_the_named_object(tmp_path, capsys) -> None:
+    scene = generate_scene(TEXT_SEED, 128)
+    image, out = tmp_path / "scene.png", tmp_path / "mask.png"
+    PIL.Image.fromarray(scene.image).save(image)
+    target = scene.objects[1]
+    status, err = run_cli(["segment", str(image), "--text", target.name, "--out", str(out), "--device", "cpu"], capsys)
+    assert status == 0, err
+    written = np.asarray(PIL.Image.open(out)) == 255
+    assert (written & target.mask).sum() / (written | target.mask).sum() > TEXT_FLOOR
+
+
+def test_segment_whitespace_text_is_a_one_line_error(scenes, tmp_path, capsys) -> None:
+    out = tmp_path / "m.png"
+    status, err = run_cli(["segment", str(scenes / "a.png"), "--text", " \t ", "--out", str(out)], capsys)
+    assert status == 2 and not out.exists()
+    assert err == "sam-hf segment: error: --text must not be empty or whitespace only, got ' \\t '.\n"
 
 
 def test_missing_and_unreadable_files(scenes, tmp_path, capsys) -> None:

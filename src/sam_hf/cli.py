@@ -129,6 +129,8 @@ def run_segment(args: argparse.Namespace) -> None:
     prompts = {key: value for kind in PROMPT_KINDS for key, value in kind(args).items()}
     if not prompts and args.text is None:
         raise ValueError("no prompt: give --point X,Y, --box X1,Y1,X2,Y2 and/or --text.")
+    if args.text is not None and not args.text.strip():  # before loading anything
+        raise ValueError(f"--text must not be empty or whitespace only, got {args.text!r}.")
     image = open_image(args.image)
     model, processor = _load_model(args)
     predictor = SamPredictor(model, processor)
@@ -152,11 +154,9 @@ def _segment_text(
     args: argparse.Namespace, predictor: SamPredictor, image: PIL.Image.Image, prompts: dict[str, Any]
 ) -> tuple[np.ndarray, np.ndarray]:
     """`segment_text` with the command's flags; "not found" ends the command with status 1 and no mask."""
-    from .text_to_mask import segment_text
+    from .text_to_mask import resolve_method, segment_text
 
-    zero_shot = args.text_method == "zero-shot" or (
-        args.text_method == "auto" and predictor.model.config.text_config is None
-    )
+    zero_shot = resolve_method(predictor.model.config, args.text_method) == "zero-shot"
     clip = load_clip(args.clip, args.pretrained, args.device) if zero_shot else None
     top_k = 3 if args.multimask else 1
     result = segment_text(predictor, image, args.text, method=args.text_method, clip=clip, top_k=top_k, **prompts)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .clip_scoring import ClipScorer, mask_box
+from .configuration_sam import SamConfig
 from .everything import SamAutomaticMaskGenerator
 from .predictor import EmbeddedImage, SamPredictor
 from .processing.image_processing_sam import to_uint8_hwc
@@ -83,6 +84,16 @@ def rank_regions(
     return candidates[scores[candidates].argsort(descending=True, stable=True)], scores
 
 
+def resolve_method(config: SamConfig, method: str) -> str:
+    """The method a text prompt runs on a model with `config`: `"auto"` is the learned token when the model has one
+    (`config.text_config`), else zero-shot."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    if method != "auto":
+        return method
+    return "learned" if config.text_config is not None else "zero-shot"
+
+
 def _check_text(text: Any) -> str:
     if not isinstance(text, str):
         raise TypeError(f"text must be a string, got {type(text).__name__}.")
@@ -124,14 +135,10 @@ def segment_text(
         [`TextSegmentation`].
     """
     text = _check_text(text)
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    method = resolve_method(predictor.model.config, method)
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
-    has_text_token = predictor.model.config.text_config is not None
-    if method == "auto":
-        method = "learned" if has_text_token else "zero-shot"
-    if method == "learned" and not has_text_token:
+    if method == "learned" and predictor.model.config.text_config is None:
         raise ValueError(
             "This checkpoint has no trained text token (config.text_config is None): use method='zero-shot' with a "
             "CLIP, e.g. clip=ClipScorer.from_open_clip('ViT-B-16', 'laion2b_s34b_b88k')."
