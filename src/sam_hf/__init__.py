@@ -2,18 +2,20 @@
 
 Importing the package registers its classes with transformers' Auto classes (`AutoConfig`, `AutoModel`,
 `AutoProcessor`, ...) under the model type `"sam_hf"`, and its pipelines: `"mask-generation"` for sam_hf models and
-`"promptable-mask-generation"`.
+`"promptable-mask-generation"` (points, boxes and text).
 """
 
 from transformers import AutoConfig, AutoModel
 
-from .configuration_sam import SamConfig, SamMaskDecoderConfig, SamPromptEncoderConfig, SamVisionConfig
+from .clip_scoring import ClipScorer
+from .configuration_sam import SamConfig, SamMaskDecoderConfig, SamPromptEncoderConfig, SamTextConfig, SamVisionConfig
 from .everything import SamAutomaticMaskGenerator
-from .loading import BUNDLED_MODEL_PATH, load_sam
+from .loading import BUNDLED_CLIP_PATH, BUNDLED_MODEL_PATH, load_clip, load_sam, open_image
 from .modeling import SamImageSegmentationOutput, SamModel, SamPreTrainedModel
 from .pipelines import SamMaskGenerationPipeline, SamPromptableMaskGenerationPipeline, register_pipelines
 from .predictor import EmbeddedImage, Prediction, SamPredictor
 from .processing import SamHfImageProcessor, SamHfProcessor, SamImageProcessor, SamProcessor, register_auto_classes
+from .text_to_mask import TextSegmentation, segment_text
 
 AutoConfig.register(SamConfig.model_type, SamConfig, exist_ok=True)
 AutoModel.register(SamConfig, SamModel, exist_ok=True)
@@ -21,7 +23,9 @@ register_auto_classes()
 register_pipelines()
 
 __all__ = [
+    "BUNDLED_CLIP_PATH",
     "BUNDLED_MODEL_PATH",
+    "ClipScorer",
     "EmbeddedImage",
     "Prediction",
     "SamAutomaticMaskGenerator",
@@ -38,6 +42,11 @@ __all__ = [
     "SamProcessor",
     "SamPromptEncoderConfig",
     "SamPromptableMaskGenerationPipeline",
+    "SamTextConfig",
     "SamVisionConfig",
+    "TextSegmentation",
+    "load_clip",
     "load_sam",
+    "open_image",
+    "segment_text",
 ]
