@@ -3,6 +3,7 @@
 sam_hf's `SamAutomaticMaskGenerator`, each in its own process (so peak RSS is that contender's alone).
 
     python -m benchmarks.benchmark_everything [--size vit_b] [--points-per-side 16] [--image PATH] [--json PATH]
+        [--variants eager compiled int8]
 
 Run from the repository root. Model loading, weights and the environment header come from `benchmark_models`.
 """
@@ -10,7 +11,6 @@ Run from the repository root. Model loading, weights and the environment header 
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 from collections.abc import Callable
 from pathlib import Path
@@ -21,14 +21,19 @@ import PIL.Image
 import torch
 
 from benchmarks.benchmark_models import (
-    CONTENDERS,
     REPO_ROOT,
+    apply_variant,
     base_parser,
     environment,
+    environment_line,
+    jobs,
     load_model,
+    markdown_table,
     measure,
+    ratio_columns,
     run_cli,
     run_workers,
+    write_results,
 )
 
 DEFAULT_IMAGE = REPO_ROOT.parent / "shared" / "images" / "dog.jpg"
@@ -62,38 +67,51 @@ def generate_fn(name: str, model: torch.nn.Module, args: argparse.Namespace) -> 
 
 def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
-    generate = generate_fn(args.worker, load_model(args.worker, args.weights, args.size), args)
+    model = apply_variant(args.worker, load_model(args.worker, args.weights, args.size), args.variant)
+    generate = generate_fn(args.worker, model, args)
     image = np.asarray(PIL.Image.open(args.image).convert("RGB"))
     with torch.inference_mode():
-        seconds, boxes = measure(lambda: generate(image), args.warmup, args.repeats)
+        # A compiled model's first call compiles: never time it.
+        warmup = max(args.warmup, 1) if args.variant == "compiled" else args.warmup
+        seconds, boxes, first = measure(lambda: generate(image), warmup, args.repeats)
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-    return {"name": args.worker, "seconds": seconds, "peak_rss_gib": peak_gib, "boxes": boxes}
+    return {
+        "name": args.worker,
+        "variant": args.variant,
+        "seconds": seconds,
+        "first_call_seconds": first,
+        "peak_rss_gib": peak_gib,
+        "boxes": boxes,
+    }
 
 
 def table(args: argparse.Namespace, env: dict[str, Any], workers: dict[str, dict[str, Any]]) -> str:
-    names = [name for name in CONTENDERS if name in workers]
-    references = [name for name in ("official", "transformers") if name in workers and "sam_hf" in workers]
-    malloc = " ".join(f"{key}={value}" for key, value in env["malloc_env"].items()) or "none"
     image = Path(args.image)
     size = PIL.Image.open(image).size
-    lines = [
-        f"{env['size']}, {image.name} {size[0]}x{size[1]}, {args.points_per_side}x{args.points_per_side} grid, "
-        f"points_per_batch {args.points_per_batch}, pred_iou_thresh {args.pred_iou_thresh}, stability_score_thresh "
-        f"{args.stability_score_thresh}; torch {env['torch']}, transformers {env['transformers']}, {env['threads']} "
-        f"threads, CPU: {env['cpu']}, MALLOC_* env: {malloc}; median of {env['repeats']} after {env['warmup']} warmup",
-        "",
-        "| measurement | " + " | ".join(names + [f"sam_hf vs {ref}" for ref in references]) + " |",
-        "|---" * (1 + len(names) + len(references)) + "|",
+    ratios = ratio_columns(workers)
+    rows = [
+        (label, {column: worker[key] for column, worker in workers.items()})
+        for label, key in (
+            ("everything mode (s)", "seconds"),
+            ("first call (s)", "first_call_seconds"),
+            ("peak RSS (GiB)", "peak_rss_gib"),
+        )
     ]
-    for label, key in (("everything mode (s)", "seconds"), ("peak RSS (GiB)", "peak_rss_gib")):
-        cells = [f"{workers[name][key]:.3g}" for name in names]
-        cells += [f"{workers[ref][key] / workers['sam_hf'][key]:.2f}x" for ref in references]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    cells = [str(len(workers[name]["boxes"])) for name in names] + [""] * len(references)
-    lines.append("| masks | " + " | ".join(cells) + " |")
-    if "official" in workers and "sam_hf" in workers:
-        same = workers["official"]["boxes"] == workers["sam_hf"]["boxes"]
-        lines += ["", f"sam_hf and official masks have {'the same' if same else 'DIFFERENT'} boxes, in the same order"]
+    lines = [
+        f"{image.name} {size[0]}x{size[1]}, {args.points_per_side}x{args.points_per_side} grid, points_per_batch "
+        f"{args.points_per_batch}, pred_iou_thresh {args.pred_iou_thresh}, stability_score_thresh "
+        f"{args.stability_score_thresh}; {environment_line(env)}",
+        "",
+        *markdown_table(rows, workers),
+        "| masks | " + " | ".join([str(len(w["boxes"])) for w in workers.values()] + [""] * len(ratios)) + " |",
+    ]
+    if "official" in workers:
+        for column, worker in workers.items():
+            if worker["name"] == "sam_hf":
+                same = workers["official"]["boxes"] == worker["boxes"]
+                lines.append(
+                    f"\n{column} and official masks have {'the same' if same else 'DIFFERENT'} boxes, in order"
+                )
     return "\n".join(lines)
 
 
@@ -109,14 +127,10 @@ def run_parent(args: argparse.Namespace) -> None:
     ]
     shared += ["--points-per-batch", str(args.points_per_batch), "--pred-iou-thresh", str(args.pred_iou_thresh)]
     shared += ["--stability-score-thresh", str(args.stability_score_thresh)]
-    workers = run_workers("benchmarks.benchmark_everything", args.contenders, args.size, shared)
+    workers = run_workers("benchmarks.benchmark_everything", jobs(args), args.size, shared)
     env = environment(args)
-    print(table(args, env, workers))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(
-        json.dumps({"environment": env, "settings": vars(args), "workers": workers}, default=str) + "\n"
-    )
-    print(f"\nraw results: {args.json}")
+    payload = {"environment": env, "settings": vars(args), "workers": workers}
+    write_results(args, table(args, env, workers), payload)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,10 +1,14 @@
 """Times the official `segment_anything` package, transformers' `SamModel` and sam_hf's `SamModel` on the same random
 weights and inputs, each in its own process (so peak RSS is that contender's alone), and prints a markdown table.
+Besides fp32 eager, sam_hf (and with `--accelerate-references` the references too) also runs compiled
+(`torch.compile`) and with an int8 image encoder (dynamic quantisation of its linear layers).
 
-    python -m benchmarks.benchmark_models [--size vit_b] [--prompts 1 64] [--threads N] [--json PATH]
+    python -m benchmarks.benchmark_models [--size vit_b] [--prompts 1 64 256] [--variants eager compiled int8]
+        [--threads N] [--json PATH]
 
 Run from the repository root. The parent builds the official model, perturbs its weights, saves them with safetensors
-and re-runs this module as `--worker NAME` for every contender; each worker prints one JSON line.
+and re-runs this module as `--worker NAME --variant VARIANT` for every contender and variant; each worker prints one
+JSON line. The markdown table is also written next to the JSON (`.md`).
 """
 
 from __future__ import annotations
@@ -28,8 +32,12 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONTENDERS = ("official", "transformers", "sam_hf")
+VARIANTS = ("eager", "compiled", "int8")
 ENCODER = "image encoder, 1 image 1024x1024"
+ENCODER_FIRST = "image encoder, first call (compiles)"
 MEMORY = "peak RSS"
+ENCODER_ATTRIBUTE = {"official": "image_encoder", "transformers": "vision_encoder", "sam_hf": "vision_encoder"}
+DECODER_ATTRIBUTE = {"official": "mask_decoder", "transformers": "mask_decoder", "sam_hf": "mask_decoder"}
 
 Encode = Callable[[torch.Tensor], torch.Tensor]  # pixels (1, 3, 1024, 1024) -> embedding (1, 256, 64, 64)
 Decode = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # embedding, points, labels -> IoU
@@ -39,16 +47,41 @@ def prompt_label(count: int) -> str:
     return f"prompt -> mask, {count} prompt{'s' if count > 1 else ''}"
 
 
-def measure(fn: Callable[[], Any], warmup: int, repeats: int) -> tuple[float, Any]:
-    """Median wall time of `repeats` calls after `warmup` calls, and the last call's result."""
-    for _ in range(warmup):
-        fn()
+def job_label(name: str, variant: str) -> str:
+    """`official`, `sam_hf`, `sam_hf compiled`, ...: the column of one worker."""
+    return name if variant == "eager" else f"{name} {variant}"
+
+
+def measure(fn: Callable[[], Any], warmup: int, repeats: int) -> tuple[float, Any, float]:
+    """Median wall time of `repeats` calls after `warmup` calls, the last call's result and the wall time of the very
+    first call (with a compiled model, mostly compilation)."""
     times = []
-    for _ in range(repeats):
+    for _ in range(warmup + repeats):
         start = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+    return statistics.median(times[warmup:]), result, times[0]
+
+
+def apply_variant(name: str, model: torch.nn.Module, variant: str) -> torch.nn.Module:
+    """`model` compiled or with an int8 image encoder; sam_hf through its own `sam_hf.acceleration` API, the
+    references the same way by hand (`torch.compile` of encoder and decoder; dynamic per-channel int8 of the
+    encoder's `nn.Linear` layers)."""
+    if variant == "eager":
+        return model
+    if name == "sam_hf":
+        from sam_hf.acceleration import compile_for_inference, quantize_int8
+
+        return compile_for_inference(model) if variant == "compiled" else quantize_int8(model)
+    encoder = getattr(model, ENCODER_ATTRIBUTE[name])
+    if variant == "compiled":
+        encoder.compile()
+        getattr(model, DECODER_ATTRIBUTE[name]).compile()
+    else:
+        torch.ao.quantization.quantize_dynamic(
+            encoder, {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}, torch.qint8, inplace=True
+        )
+    return model
 
 
 def load_model(name: str, weights: Path, size: str) -> torch.nn.Module:
@@ -78,9 +111,9 @@ def load_model(name: str, weights: Path, size: str) -> torch.nn.Module:
     return model.eval()
 
 
-def load_contender(name: str, weights: Path, size: str) -> tuple[Encode, Decode]:
-    """`(encode, decode)` of one contender holding the official weights stored at `weights`."""
-    model = load_model(name, weights, size)
+def load_contender(name: str, weights: Path, size: str, variant: str = "eager") -> tuple[Encode, Decode]:
+    """`(encode, decode)` of one contender holding the official weights stored at `weights`, as `variant`."""
+    model = apply_variant(name, load_model(name, weights, size), variant)
     if name == "official":
 
         def decode_official(embedding: torch.Tensor, points: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -111,20 +144,22 @@ def prompts(count: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
-    encode, decode = load_contender(args.worker, args.weights, args.size)
+    encode, decode = load_contender(args.worker, args.weights, args.size, args.variant)
     generator = torch.Generator().manual_seed(0)
     pixels = torch.randn(1, 3, 1024, 1024, generator=generator)
     embedding = torch.randn(1, 256, 64, 64, generator=generator)  # stands in for the encoder's under --skip-encoder
     results: dict[str, float] = {}
     with torch.inference_mode():
         if not args.skip_encoder:
-            results[ENCODER], embedding = measure(partial(encode, pixels), args.warmup, args.repeats)
+            results[ENCODER], embedding, results[ENCODER_FIRST] = measure(
+                partial(encode, pixels), args.warmup, args.repeats
+            )
         for count in args.prompts:
             decode_count = partial(decode, embedding, *prompts(count))
-            results[prompt_label(count)], _ = measure(decode_count, args.warmup, args.repeats)
+            results[prompt_label(count)], _, _ = measure(decode_count, args.warmup, args.repeats)
         iou = decode(embedding, *prompts(1)).flatten().tolist()
     results[MEMORY] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-    return {"name": args.worker, "results": results, "iou_1_prompt": iou}
+    return {"name": args.worker, "variant": args.variant, "results": results, "iou_1_prompt": iou}
 
 
 def environment(args: argparse.Namespace) -> dict[str, Any]:
@@ -140,6 +175,7 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
         "size": args.size,
         "warmup": args.warmup,
         "repeats": args.repeats,
+        "load": args.load,
     }
 
 
@@ -156,57 +192,106 @@ def random_official_weights(size: str, path: Path) -> None:
     save_file({key: value.contiguous() for key, value in sam.state_dict().items()}, str(path))
 
 
-def table(args: argparse.Namespace, env: dict[str, Any], workers: dict[str, dict[str, Any]]) -> str:
-    names = [name for name in CONTENDERS if name in workers]
-    references = [name for name in ("official", "transformers") if name in workers and "sam_hf" in workers]
-    rows = ([] if args.skip_encoder else [ENCODER]) + [prompt_label(count) for count in args.prompts] + [MEMORY]
+def ratio_columns(workers: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """`(header, numerator column, denominator column)` of the ratio columns: sam_hf against each reference in the same
+    variant, and each sam_hf variant against sam_hf eager. Above 1x: the second is faster or smaller."""
+    columns = []
+    for label, worker in workers.items():
+        name, variant = worker["name"], worker["variant"]
+        ours = job_label("sam_hf", variant)
+        if name != "sam_hf" and ours in workers:
+            columns.append((f"{ours} vs {label}", label, ours))
+    for label, worker in workers.items():
+        if worker["name"] == "sam_hf" and worker["variant"] != "eager" and "sam_hf" in workers:
+            columns.append((f"{label} vs sam_hf", "sam_hf", label))
+    return columns
+
+
+def environment_line(env: dict[str, Any]) -> str:
     malloc = " ".join(f"{key}={value}" for key, value in env["malloc_env"].items()) or "none"
-    lines = [
+    return (
         f"{env['size']}, torch {env['torch']}, transformers {env['transformers']}, {env['threads']} threads, "
-        f"CPU: {env['cpu']}, MALLOC_* env: {malloc}; median of {env['repeats']} after {env['warmup']} warmup",
-        "",
-        "| measurement | " + " | ".join(names + [f"sam_hf vs {ref}" for ref in references]) + " |",
-        "|---" * (1 + len(names) + len(references)) + "|",
+        f"CPU: {env['cpu']}, MALLOC_* env: {malloc}, load: {env['load']}; median of {env['repeats']} after "
+        f"{env['warmup']} warmup"
+    )
+
+
+def markdown_table(rows: list[tuple[str, dict[str, float]]], workers: dict[str, dict[str, Any]]) -> list[str]:
+    """`rows` of `(label with unit, value per column)`, one column per worker and the ratio columns."""
+    ratios = ratio_columns(workers)
+    lines = [
+        "| measurement | " + " | ".join(list(workers) + [header for header, _, _ in ratios]) + " |",
+        "|---" * (1 + len(workers) + len(ratios)) + "|",
     ]
-    for row in rows:
-        values = {name: workers[name]["results"][row] for name in names}
-        unit = "GiB" if row == MEMORY else "s"
-        cells = [f"{values[name]:.3g}" for name in names]
-        cells += [f"{values[ref] / values['sam_hf']:.2f}x" for ref in references]
-        lines.append(f"| {row} ({unit}) | " + " | ".join(cells) + " |")
-    lines.append("")
-    iou = {name: torch.tensor(workers[name]["iou_1_prompt"]) for name in names}
-    for ref in references:
-        diff = (iou["sam_hf"] - iou[ref]).abs().max().item()
-        lines.append(f"parity, 1 prompt: max |IoU(sam_hf) - IoU({ref})| = {diff:.2e}")
+    for label, values in rows:
+        cells = [f"{values[column]:.3g}" if column in values else "" for column in workers]
+        cells += [
+            f"{values[num] / values[den]:.2f}x" if num in values and den in values else "" for _, num, den in ratios
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def table(args: argparse.Namespace, env: dict[str, Any], workers: dict[str, dict[str, Any]]) -> str:
+    names = ([] if args.skip_encoder else [ENCODER, ENCODER_FIRST]) + [prompt_label(c) for c in args.prompts]
+    rows = []
+    for row in [*names, MEMORY]:
+        values = {label: worker["results"][row] for label, worker in workers.items() if row in worker["results"]}
+        rows.append((f"{row} ({'GiB' if row == MEMORY else 's'})", values))
+    lines = [environment_line(env), "", *markdown_table(rows, workers), ""]
+    if "official" in workers:
+        reference = torch.tensor(workers["official"]["iou_1_prompt"])
+        for label, worker in workers.items():
+            if label != "official":
+                diff = (torch.tensor(worker["iou_1_prompt"]) - reference).abs().max().item()
+                lines.append(f"parity, 1 prompt: max |IoU({label}) - IoU(official)| = {diff:.2e}")
     return "\n".join(lines)
 
 
-def run_workers(module: str, names: list[str], size: str, worker_args: list[str]) -> dict[str, dict[str, Any]]:
-    """Saves perturbed official weights, then runs `python -m module --worker NAME --weights PATH *worker_args` for
-    each name in a fresh process and returns the JSON each prints last, by name."""
+def jobs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """`(contender, variant)` pairs to run: every contender eager, and the other variants for sam_hf (and for the
+    references with `--accelerate-references`)."""
+    pairs = [(name, "eager") for name in args.contenders]
+    for variant in (v for v in args.variants if v != "eager"):
+        names = args.contenders if args.accelerate_references else ["sam_hf"]
+        pairs += [(name, variant) for name in names if name in args.contenders]
+    return pairs
+
+
+def run_workers(
+    module: str, pairs: list[tuple[str, str]], size: str, worker_args: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Saves perturbed official weights, then runs `python -m module --worker NAME --variant VARIANT --weights PATH
+    *worker_args` for each pair in a fresh process and returns the JSON each prints last, by `job_label`."""
     workers: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "official.safetensors"
         random_official_weights(size, weights)
-        for name in names:
-            print(f"running {name} ...", file=sys.stderr, flush=True)
-            command = [sys.executable, "-m", module, "--worker", name, "--weights", str(weights), *worker_args]
+        for name, variant in pairs:
+            print(f"running {job_label(name, variant)} ...", file=sys.stderr, flush=True)
+            command = [sys.executable, "-m", module, "--worker", name, "--variant", variant, "--weights", str(weights)]
+            command += worker_args
             done = subprocess.run(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=True)
-            workers[name] = json.loads(done.stdout.strip().splitlines()[-1])
+            workers[job_label(name, variant)] = json.loads(done.stdout.strip().splitlines()[-1])
     return workers
+
+
+def write_results(args: argparse.Namespace, text: str, payload: dict[str, Any]) -> None:
+    """Prints the table and writes it to `args.json` with suffix `.md`, and `payload` as JSON to `args.json`."""
+    print(text)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    args.json.with_suffix(".md").write_text(text + "\n")
+    print(f"\nraw results: {args.json}, table: {args.json.with_suffix('.md')}")
 
 
 def run_parent(args: argparse.Namespace) -> None:
     shared = ["--size", args.size, "--threads", str(args.threads), "--warmup", str(args.warmup)]
     shared += ["--repeats", str(args.repeats), "--prompts", *map(str, args.prompts)]
     shared += ["--skip-encoder"] if args.skip_encoder else []
-    workers = run_workers("benchmarks.benchmark_models", args.contenders, args.size, shared)
+    workers = run_workers("benchmarks.benchmark_models", jobs(args), args.size, shared)
     env = environment(args)
-    print(table(args, env, workers))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"environment": env, "workers": workers}, indent=2) + "\n")
-    print(f"\nraw results: {args.json}")
+    write_results(args, table(args, env, workers), {"environment": env, "workers": workers})
 
 
 def base_parser(description: str, json_name: str, warmup: int, repeats: int) -> argparse.ArgumentParser:
@@ -215,11 +300,15 @@ def base_parser(description: str, json_name: str, warmup: int, repeats: int) -> 
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
     parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, help="sam_hf variants")
+    parser.add_argument("--accelerate-references", action="store_true", help="run the variants for all contenders")
+    parser.add_argument("--load", default="quiet", help="what else ran on the machine, for the header")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--warmup", type=int, default=warmup)
     parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--json", type=Path, default=REPO_ROOT / "benchmarks" / "results" / json_name)
     parser.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=VARIANTS, default="eager", help=argparse.SUPPRESS)
     parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
     return parser
 
@@ -240,7 +329,7 @@ def run_cli(
 
 def main(argv: list[str] | None = None) -> None:
     parser = base_parser(__doc__, "latest.json", warmup=1, repeats=3)
-    parser.add_argument("--prompts", nargs="+", type=int, default=[1, 64], help="prompt counts to time")
+    parser.add_argument("--prompts", nargs="+", type=int, default=[1, 64, 256], help="prompt counts to time")
     parser.add_argument("--skip-encoder", action="store_true", help="decode from a random embedding instead")
     run_cli(parser, argv, run_worker, run_parent)
 

@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import PIL.Image
@@ -24,9 +25,10 @@ def bundled_segmenter() -> app.Segmenter:
 
 
 @contextmanager
-def running_space(segmenter: app.Segmenter) -> Iterator[str]:
-    """The Space launched in this process on a free local port; yields its URL."""
-    demo = app.build_demo(segmenter=segmenter)
+def running_space(segmenter: app.Segmenter, **options: Any) -> Iterator[str]:
+    """The Space launched in this process on a free local port (`options`: more `build_demo` arguments); yields its
+    URL."""
+    demo = app.build_demo(segmenter=segmenter, **options)
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     try:
         yield url

@@ -62,8 +62,12 @@ def test_predict_rejects_missing_image_and_prompts(small_pair):
         predictor.predict(point_labels=[1], box=[0, 0, 5, 5])
     with pytest.raises(ValueError, match="mask_input"):
         predictor.predict([[1, 1]], mask_input=torch.zeros(64, 64))
-    with pytest.raises(ValueError, match="input_points"):
-        predictor.predict([1, 1, 1])
+    with pytest.raises(ValueError, match=r"point_coords has too few nesting levels: expected \(N, 2\)"):
+        predictor.predict([1, 1, 1])  # errors name predict's arguments, not the processor's
+    with pytest.raises(ValueError, match="box must be x1, y1, x2, y2 with x2 >= x1"):
+        predictor.predict(box=[5, 5, 0, 0])
+    with pytest.raises(TypeError, match="image must be an EmbeddedImage"):
+        predictor.predict([[1, 1]], image=np.zeros((32, 32, 3), dtype=np.uint8))
     with pytest.raises(TypeError, match="SamModel"):
         SamPredictor(torch.nn.Linear(1, 1))
 

@@ -1,5 +1,6 @@
 """Text prompts: tokenizer, the text token in the model, save/load, the zero-shot selection, and the entry point."""
 
+import json
 import warnings
 
 import numpy as np
@@ -324,6 +325,7 @@ def test_text_token_training_lowers_the_loss(tmp_path):
         steps=50, batch_size=4, learning_rate=1e-3, warmup_steps=5,
     )  # fmt: skip
     assert log[-1]["loss"] < 0.8 * log[0]["loss"]
+    assert json.loads((tmp_path / "training_log.json").read_text()) == log
     trained = SamModel.from_pretrained(tmp_path)
     assert trained.config.text_config is not None
     assert SamProcessor.from_pretrained(tmp_path).text_context_length == 12

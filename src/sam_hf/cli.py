@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import pickle
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -87,6 +88,11 @@ def _load_model(args: argparse.Namespace, device: Any = None) -> tuple[Any, Any]
         return load_sam(args.model, args.device if device is None else device, args.dtype)
     except OSError as error:
         raise ValueError(f"cannot load model {args.model or 'bundled'!r}: {error}") from error
+    except pickle.UnpicklingError as error:  # a .bin holding more than tensors: the weights-only unpickler refuses it
+        raise ValueError(
+            f"cannot load model {args.model or 'bundled'!r}: its pickled weights hold objects other than tensors; "
+            "refusing to unpickle them (convert the checkpoint to safetensors)."
+        ) from error
 
 
 def _add_segment_parser(commands: argparse._SubParsersAction) -> None:

@@ -34,6 +34,10 @@ OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 MASK_THRESHOLD = 0.0  # logit threshold of a binary mask (the official `Sam.mask_threshold`)
 CROP_EDGE_TOLERANCE = 20.0  # pixels: a box this close to a crop edge that is not an image edge touches it
 UPSCALE_CHUNK = 16  # masks upscaled to crop resolution at once: bounds memory independently of points_per_batch
+# Sanity limits far beyond any useful setting, so that a typo fails at once instead of building a grid that exhausts
+# memory (points_per_side 10**5: 10**10 prompts) or looping over 4**crop_n_layers crops.
+MAX_POINTS_PER_SIDE = 1024  # 1,048,576 prompts per crop
+MAX_CROP_N_LAYERS = 10  # 4**10 crops in the last layer
 
 
 def build_point_grid(points_per_side: int) -> np.ndarray:
@@ -157,14 +161,26 @@ def _cat(values: list) -> list | torch.Tensor:
     return list(chain.from_iterable(values)) if isinstance(values[0], list) else torch.cat(values)
 
 
+def _fits_float(value: numbers.Real) -> bool:
+    """Finite, and within the float range (an int beyond it would overflow where it meets a tensor)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _check_number(
     name: str, value: Any, low: float, high: float, high_open: bool = False, integer: bool = False
 ) -> None:
     kind = numbers.Integral if integer else numbers.Real
-    in_range = isinstance(value, kind) and not isinstance(value, bool) and low <= value and math.isfinite(value)
-    if not in_range or value > high or (high_open and value == high):
+    in_range = isinstance(value, kind) and not isinstance(value, bool) and low <= value <= high
+    if not in_range or not (integer or _fits_float(value)) or (high_open and value == high):
         interval = f"[{low}, {high}{')' if high_open else ']'}" if math.isfinite(high) else f">= {low}"
-        raise ValueError(f"{name} must be {'an integer' if integer else 'a number'} {interval}, got {value!r}.")
+        try:
+            shown = repr(value)[:100]
+        except ValueError:  # an int too long to print
+            shown = f"a {type(value).__name__}"
+        raise ValueError(f"{name} must be {'an integer' if integer else 'a number'} {interval}, got {shown}.")
 
 
 class SamAutomaticMaskGenerator:
@@ -223,17 +239,17 @@ class SamAutomaticMaskGenerator:
             ("stability_score_thresh", stability_score_thresh, 0, 1, False, False),
             ("stability_score_offset", stability_score_offset, 0, math.inf, False, False),
             ("box_nms_thresh", box_nms_thresh, 0, 1, False, False),
-            ("crop_n_layers", crop_n_layers, 0, math.inf, False, True),
+            ("crop_n_layers", crop_n_layers, 0, MAX_CROP_N_LAYERS, False, True),
             ("crop_nms_thresh", crop_nms_thresh, 0, 1, False, False),
             ("crop_overlap_ratio", crop_overlap_ratio, 0, 1, True, False),
             ("crop_n_points_downscale_factor", crop_n_points_downscale_factor, 1, math.inf, False, True),
             ("min_mask_region_area", min_mask_region_area, 0, math.inf, False, False),
         ):
             _check_number(name, value, low, high, high_open, integer)
-        if output_mode not in OUTPUT_MODES:
+        if not isinstance(output_mode, str) or output_mode not in OUTPUT_MODES:
             raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}.")
         if points_per_side is not None:
-            _check_number("points_per_side", points_per_side, 1, math.inf, integer=True)
+            _check_number("points_per_side", points_per_side, 1, MAX_POINTS_PER_SIDE, integer=True)
             if points_per_side < crop_n_points_downscale_factor**crop_n_layers:
                 raise ValueError(
                     f"crop_n_points_downscale_factor {crop_n_points_downscale_factor} leaves no points in crop layer "
@@ -241,7 +257,10 @@ class SamAutomaticMaskGenerator:
                 )
             point_grids = build_all_layer_point_grids(points_per_side, crop_n_layers, crop_n_points_downscale_factor)
         else:
-            point_grids = [np.asarray(grid, dtype=np.float64) for grid in point_grids]
+            try:
+                point_grids = [np.asarray(grid, dtype=np.float64) for grid in point_grids]
+            except (TypeError, ValueError, OverflowError) as error:
+                raise TypeError(f"point_grids must be a list of (n, 2) arrays of numbers: {error}") from error
             if len(point_grids) != crop_n_layers + 1:
                 raise ValueError(
                     f"point_grids needs one grid per crop layer (crop_n_layers + 1 = {crop_n_layers + 1}), "
@@ -284,6 +303,13 @@ class SamAutomaticMaskGenerator:
         """
         if isinstance(image, (list, tuple)):
             raise ValueError("generate takes one image; call it once per image.")
+        if image_embeddings is not None and (
+            not isinstance(image_embeddings, torch.Tensor) or image_embeddings.ndim != 4 or len(image_embeddings) != 1
+        ):
+            raise ValueError(
+                "image_embeddings must be the (1, C, h, w) embedding of this one image, got "
+                f"{getattr(image_embeddings, 'shape', type(image_embeddings).__name__)}."
+            )
         image = to_uint8_hwc(image, self.processor.image_processor.do_convert_rgb)
         image_size = image.shape[:2]
         crop_boxes, layers = generate_crop_boxes(image_size, self.crop_n_layers, self.crop_overlap_ratio)

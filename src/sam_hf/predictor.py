@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +14,27 @@ import torch
 
 from .modeling import SamModel
 from .processing import SamProcessor
+from .processing.processing_sam import _to_lists
+
+# `predict`'s arguments and the processor / model arguments they become: errors name the one the caller passed.
+_ARGUMENT_NAMES = {
+    "input_points": "point_coords",
+    "input_labels": "point_labels",
+    "input_boxes": "box",
+    "input_masks": "mask_input",
+}
+
+
+@contextlib.contextmanager
+def _named_as_predict_arguments() -> Iterator[None]:
+    """Re-raises a `ValueError`/`TypeError` of the processor or the model with `predict`'s argument names."""
+    try:
+        yield
+    except (ValueError, TypeError) as error:
+        message = re.sub("|".join(_ARGUMENT_NAMES), lambda match: _ARGUMENT_NAMES[match.group()], str(error))
+        if message == str(error):
+            raise
+        raise type(error)(message) from error
 
 
 @dataclass
@@ -103,36 +127,48 @@ class SamPredictor:
             text: a text prompt, for models with a trained text token (`config.text_config`); see `segment_text` for
                 text on any model.
         """
-        image = image or self.image
+        image = self.image if image is None else image
         if image is None:
             raise ValueError("No image: call set_image(image) first or pass image=predictor.embed(image).")
+        if not isinstance(image, EmbeddedImage):
+            raise TypeError(f"image must be an EmbeddedImage from predictor.embed(image), got {type(image).__name__}.")
         if point_coords is None and box is None and mask_input is None and text is None:
             raise ValueError("Pass point_coords, box, mask_input and/or text to prompt the model.")
         if point_labels is not None and point_coords is None:
             raise ValueError("point_labels needs point_coords: one label per point.")
         prompts = {}
         if point_coords is not None:
-            prompts["input_points"] = [[point_coords]]
+            prompts["input_points"] = [[_to_lists("point_coords", point_coords, 2, "(N, 2) points x, y", leaf_size=2)]]
             if point_labels is not None:
-                prompts["input_labels"] = [[point_labels]]
+                labels = _to_lists("point_labels", point_labels, 1, "(N,) labels, 1 foreground and 0 background")
+                if len(labels) != len(prompts["input_points"][0][0]):
+                    raise ValueError(f"point_labels must have one label per point of point_coords, got {len(labels)}.")
+                prompts["input_labels"] = [[labels]]
         if box is not None:
-            prompts["input_boxes"] = [[box]]
-        inputs = self.processor(original_sizes=[image.original_size], **prompts) if prompts else {}
+            prompts["input_boxes"] = [[_to_lists("box", box, 1, "(4,) box x1, y1, x2, y2", leaf_size=4)]]
+        with _named_as_predict_arguments():
+            inputs = self.processor(original_sizes=[image.original_size], **prompts) if prompts else {}
         if text is not None:
             if not isinstance(text, str):
                 raise TypeError(f"text must be one string, got {type(text).__name__}.")
             inputs["input_text_ids"] = self.processor(text=text)["input_text_ids"]
         if mask_input is not None:
-            mask_input = torch.as_tensor(mask_input)
+            try:
+                mask_input = torch.as_tensor(mask_input)
+            except (TypeError, ValueError, RuntimeError) as error:
+                raise TypeError(f"mask_input must be (1, h, w) low-resolution logits: {error}") from error
             if mask_input.ndim != 3 or len(mask_input) != 1:
                 raise ValueError(f"mask_input must be (1, h, w) low-resolution logits, got {tuple(mask_input.shape)}.")
+            if mask_input.is_complex():
+                raise TypeError(f"mask_input must be real low-resolution logits, got dtype {mask_input.dtype}.")
             inputs["input_masks"] = mask_input[None].to(self.model.device, self.model.dtype)
         inputs = {
             key: value.to(self.model.device, self.model.dtype if value.is_floating_point() else value.dtype)
             for key, value in inputs.items()
             if key != "original_sizes"
         }
-        outputs = self.model(image_embeddings=image.image_embeddings, multimask_output=multimask_output, **inputs)
+        with _named_as_predict_arguments():
+            outputs = self.model(image_embeddings=image.image_embeddings, multimask_output=multimask_output, **inputs)
         masks = self.processor.post_process_masks(
             outputs.pred_masks.float(), [image.original_size], [image.reshaped_size], binarize=not return_logits
         )[0][0]

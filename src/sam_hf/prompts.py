@@ -26,6 +26,8 @@ def _check_tensor(name: str, value: object, ndim: int, last_dim: int | None, for
         raise TypeError(f"{name} must be a torch.Tensor of shape {form}, got {type(value).__name__}.")
     if value.ndim != ndim or (last_dim is not None and value.shape[-1] != last_dim):
         raise ValueError(f"{name} must have shape {form}, got {tuple(value.shape)}.")
+    if 0 in value.shape[:2]:
+        raise ValueError(f"{name} needs at least one image and one prompt: shape {form}, got {tuple(value.shape)}.")
     if value.is_floating_point() and not torch.isfinite(value).all():
         raise ValueError(f"{name} contains NaN or infinite values.")
     return value

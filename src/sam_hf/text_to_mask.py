@@ -30,11 +30,14 @@ from .processing.tokenization import tokenize
 
 METHODS = ("auto", "learned", "zero-shot")
 REFINE_MIN_IOU = 0.5  # a refined mask overlapping its proposal less than this grabbed something else
-# Proposals need recall more than precision (CLIP does the choosing): looser filters than everything mode's.
+# Proposals need recall more than precision (CLIP does the choosing), so the filters are much looser than everything
+# mode's: on 40 held-out scenes with the bundled pair, the best proposal's mean IoU with the named object is 0.80
+# here, 0.73 at (0.5, 0.7) and 0.63 at (0.7, 0.8), and CLIP's pick follows it (0.76 / 0.71 / 0.62). The cost is more
+# regions for CLIP to embed (~19 per 128-pixel scene here; more on photos).
 ZERO_SHOT_GENERATOR_DEFAULTS = {
     "points_per_side": 16,
-    "pred_iou_thresh": 0.7,
-    "stability_score_thresh": 0.8,
+    "pred_iou_thresh": 0.0,
+    "stability_score_thresh": 0.5,
     "output_mode": "binary_mask",
 }
 
@@ -145,9 +148,13 @@ def segment_text(
         )
     if method == "zero-shot" and clip is None:
         raise ValueError("method='zero-shot' needs clip=ClipScorer(...) to score the regions.")
+    if method == "zero-shot" and not isinstance(clip, ClipScorer):
+        raise TypeError(f"clip must be a ClipScorer, got {type(clip).__name__}.")
+    if embedded is not None and not isinstance(embedded, EmbeddedImage):
+        raise TypeError(f"embedded must be predictor.embed(image), an EmbeddedImage; got {type(embedded).__name__}.")
     if method == "learned" and generator_options:
         raise ValueError(f"{sorted(generator_options)} apply to method='zero-shot' only.")
-    embedded = embedded or predictor.embed(image)
+    embedded = predictor.embed(image) if embedded is None else embedded
     prompts = {"point_coords": point_coords, "point_labels": point_labels, "box": box}
     if method == "learned":
         prediction = predictor.predict(**prompts, text=text, image=embedded)

@@ -3,6 +3,8 @@ and a convolutional neck that maps `(batch, 3, 1024, 1024)` pixels to a `(batch,
 
 from __future__ import annotations
 
+from itertools import product
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,6 +15,9 @@ from .common import SamLayerNorm2d, SamMLPBlock
 
 # At most this many bias values exist at once (32 MiB in fp32), small enough to stay in the allocator's pool.
 BIAS_CHUNK_ELEMENTS = 1 << 23
+# Attention over more tokens than this (global blocks) runs blockwise per head, with logits blocks of this size.
+GLOBAL_ATTENTION_TOKENS = 1024
+QUERY_BLOCK_ELEMENTS = 1 << 20
 
 
 def relative_position_table(size: int, rel_pos: torch.Tensor) -> torch.Tensor:
@@ -61,9 +66,14 @@ class SamVisionAttention(nn.Module):
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, height: int, width: int
     ) -> torch.Tensor:
         # The bias of key (kh, kw) is rel_h[kh] + rel_w[kw]. Expanded, it is heads x tokens x tokens floats (800 MB
-        # per global block of vit_b), so it is built and consumed a chunk of queries at a time.
+        # per global block of vit_b): global blocks add it blockwise into the logits; windows (many small attentions,
+        # where SDPA's batching pays) build it a chunk of queries at a time for SDPA.
         rel_h, rel_w = self.decomposed_relative_position(query, height, width)
-        batch_size, num_heads, num_tokens, _ = query.shape
+        batch_size, num_heads, num_tokens = query.shape[:3]
+        # Eager only: traced for ONNX or torch.compile, the Python loop would unroll into thousands of nodes.
+        tracing = torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+        if num_tokens > GLOBAL_ATTENTION_TOKENS and not tracing:
+            return _blockwise_attention(query, key, value, rel_h, rel_w, height, width)
         chunk = max(1, BIAS_CHUNK_ELEMENTS // (batch_size * num_heads * num_tokens))
         outputs = []
         for start in range(0, num_tokens, chunk):
@@ -71,6 +81,40 @@ class SamVisionAttention(nn.Module):
             bias = (rel_h[:, :, rows, :, None] + rel_w[:, :, rows, None, :]).flatten(-2)
             outputs.append(F.scaled_dot_product_attention(query[:, :, rows], key, value, attn_mask=bias))
         return torch.cat(outputs, dim=2)
+
+
+def _blockwise_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    rel_h: torch.Tensor,
+    rel_w: torch.Tensor,
+    height: int,
+    width: int,
+) -> torch.Tensor:
+    """Softmax attention with the decomposed bias `rel_h[q, kh] + rel_w[q, kw]`, one head and one block of queries at
+    a time: the block's logits (`QUERY_BLOCK_ELEMENTS`, 4 MiB) take the bias in place while still in cache, instead of
+    a bias tensor being written to memory and read back by SDPA (~20 % faster on a global block of vit_b).
+
+    Args:
+        query, key, value: `(batch, heads, height * width, head_dim)`.
+        rel_h, rel_w: `(batch, heads, height * width, height)` and `(..., width)`.
+
+    Returns:
+        `(batch, heads, height * width, head_dim)`.
+    """
+    batch_size, num_heads, num_tokens, head_dim = query.shape
+    scaled_key_t = key.transpose(-1, -2) * head_dim**-0.5
+    rows = max(1, QUERY_BLOCK_ELEMENTS // num_tokens)
+    outputs = []
+    for batch, head in product(range(batch_size), range(num_heads)):
+        for start in range(0, num_tokens, rows):
+            block = slice(start, start + rows)
+            logits = query[batch, head, block] @ scaled_key_t[batch, head]  # (rows, tokens)
+            grid = logits.view(-1, height, width)
+            grid.add_(rel_h[batch, head, block, :, None]).add_(rel_w[batch, head, block, None, :])
+            outputs.append(torch.softmax(logits, dim=-1) @ value[batch, head])
+    return torch.cat(outputs).view(batch_size, num_heads, num_tokens, -1)
 
 
 def window_partition(hidden_states: torch.Tensor, window_size: int) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -5,11 +5,14 @@ mask logits; the IoU token predicts each mask's quality."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..configuration_sam import SamMaskDecoderConfig
 from .common import SamFeedForward, SamLayerNorm2d
 from .two_way_transformer import SamTwoWayTransformer
+
+UPSCALE_CHUNK_ELEMENTS = 1 << 22  # upscaled-feature values computed at once: 16 MiB in fp32
 
 
 class SamMaskDecoder(nn.Module):
@@ -73,18 +76,55 @@ class SamMaskDecoder(nn.Module):
         image_pe = image_positional_embeddings.flatten(2).transpose(1, 2)[:, None]
         tokens, image_tokens = self.transformer(tokens, image_tokens, image_pe, padding_mask)
 
-        image_tokens = image_tokens.expand(batch_size, point_batch_size, -1, -1)
-        image_tokens = image_tokens.transpose(2, 3).reshape(-1, channels, height, width)
-        upscaled = self.activation(self.upscale_layer_norm(self.upscale_conv1(image_tokens)))
-        upscaled = self.activation(self.upscale_conv2(upscaled))
-
         # Only the returned masks are computed: tokens 1.. for multimask output, token 0 otherwise.
         if multimask_output is None:
             selected = range(self.num_mask_tokens)
         else:
             selected = range(1, self.num_mask_tokens) if multimask_output else range(1)
         hyper_in = torch.stack([self.output_hypernetworks_mlps[i](tokens[:, :, 1 + i]) for i in selected], dim=2)
-        masks = hyper_in.flatten(0, 1) @ upscaled.flatten(2)
-        masks = masks.reshape(batch_size, point_batch_size, len(selected), *upscaled.shape[-2:])
+        image_tokens = image_tokens.expand(batch_size, point_batch_size, -1, -1).unflatten(2, (height, width))
+        # A few prompts at a time: the upscaled features are 8 MiB per prompt in fp32; in chunks of a few MiB they are
+        # reused from the allocator's pool instead of being page-faulted in afresh for every call.
+        chunk = max(1, UPSCALE_CHUNK_ELEMENTS // (batch_size * height * width * 16 * channels // 8))
+        masks = torch.cat(
+            [
+                self._upscale_and_project(image_tokens[:, start : start + chunk], hyper_in[:, start : start + chunk])
+                for start in range(0, point_batch_size, chunk)
+            ],
+            dim=1,
+        )
         iou_predictions = self.iou_prediction_head(tokens[:, :, 0])[..., selected.start : selected.stop]
         return masks, iou_predictions
+
+    def _upscale_and_project(self, image_tokens: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
+        """The official `upscaling` (ConvTranspose 2x2 stride 2, LayerNorm2d, GELU, ConvTranspose, GELU) followed by
+        the dot product with each mask's hypernetwork output, computed channels-last.
+
+        A 2x2 stride-2 transposed convolution is one matrix product per pixel, `(C_in) -> (2, 2, C_out)`; kept in
+        the token layout (channels last, the 2x2 sub-pixels as extra axes) it needs no transposes, the LayerNorm
+        runs over the contiguous last axis, and the sub-pixels are put in place only once, on the few mask logits.
+
+        Args:
+            image_tokens: `(B, P, h, w, C)`.
+            hyper_in: `(B, P, M, C // 8)` one vector per returned mask.
+
+        Returns:
+            `(B, P, M, 4h, 4w)` mask logits.
+        """
+        batch_size, prompts, height, width, _ = image_tokens.shape
+        upscaled = _conv_transpose_2x2_channels_last(image_tokens, self.upscale_conv1)  # (B, P, h, w, 2, 2, C/4)
+        norm = self.upscale_layer_norm
+        upscaled = self.activation(F.layer_norm(upscaled, norm.normalized_shape, norm.weight, norm.bias, norm.eps))
+        upscaled = self.activation(_conv_transpose_2x2_channels_last(upscaled, self.upscale_conv2))
+        # upscaled: (B, P, h, w, 2, 2, 2, 2, C/8) over (y, x, i1, j1, i2, j2); pixel (4y + 2 i1 + i2, 4x + 2 j1 + j2).
+        masks = upscaled.flatten(2, -2) @ hyper_in.transpose(-1, -2)  # (B, P, h * w * 16, M)
+        masks = masks.unflatten(2, (height, width, 2, 2, 2, 2)).permute(0, 1, 8, 2, 4, 6, 3, 5, 7)
+        return masks.reshape(batch_size, prompts, -1, 4 * height, 4 * width)
+
+
+def _conv_transpose_2x2_channels_last(hidden_states: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
+    """`conv` (kernel 2, stride 2) on channels-last input `(*, C_in)` -> `(*, 2, 2, C_out)`, the new axes being the
+    sub-pixel row and column."""
+    weight = conv.weight.permute(2, 3, 1, 0).flatten(0, 2)  # (2 * 2 * C_out, C_in), rows ordered (i, j, out)
+    output = F.linear(hidden_states, weight, conv.bias.repeat(4))
+    return output.unflatten(-1, (2, 2, -1))

@@ -142,9 +142,13 @@ class SamModel(SamPreTrainedModel):
             raise ValueError("Pass input_text_ids or text_embeds, not both.")
         if input_text_ids is not None:
             form = f"(batch_size, point_batch_size, {text.context_length}) int64 token ids from SamProcessor(text=...)"
-            if not isinstance(input_text_ids, torch.Tensor) or input_text_ids.is_floating_point():
-                raise TypeError(f"input_text_ids must be an integer torch.Tensor {form}.")
-            if input_text_ids.ndim != 3 or input_text_ids.shape[-1] != text.context_length:
+            if not isinstance(input_text_ids, torch.Tensor) or input_text_ids.dtype not in (torch.int64, torch.int32):
+                raise TypeError(f"input_text_ids must be an integer (int64 or int32) torch.Tensor {form}.")
+            if (
+                input_text_ids.ndim != 3
+                or input_text_ids.shape[-1] != text.context_length
+                or 0 in input_text_ids.shape[:2]
+            ):
                 raise ValueError(f"input_text_ids must have shape {form}, got {tuple(input_text_ids.shape)}.")
             vocab_size = self.text_encoder.clip.vocab_size
             if input_text_ids.numel() and (input_text_ids.min() < 0 or input_text_ids.max() >= vocab_size):
@@ -153,7 +157,7 @@ class SamModel(SamPreTrainedModel):
             form = f"(batch_size, point_batch_size, {text.embed_dim}) CLIP embeddings"
             if not isinstance(text_embeds, torch.Tensor) or not text_embeds.is_floating_point():
                 raise TypeError(f"text_embeds must be a floating point torch.Tensor {form}.")
-            if text_embeds.ndim != 3 or text_embeds.shape[-1] != text.embed_dim:
+            if text_embeds.ndim != 3 or text_embeds.shape[-1] != text.embed_dim or 0 in text_embeds.shape[:2]:
                 raise ValueError(f"text_embeds must have shape {form}, got {tuple(text_embeds.shape)}.")
             if not torch.isfinite(text_embeds).all():
                 raise ValueError("text_embeds contains NaN or infinite values.")
@@ -227,14 +231,20 @@ class SamModel(SamPreTrainedModel):
                 raise ValueError(f"{name} has batch size {prompt.shape[0]}, but there are {batch_size} images.")
         other = input_points if input_points is not None else input_boxes
         if text is not None and other is not None and text.shape[1] != other.shape[1]:
+            text_name = "input_text_ids" if input_text_ids is not None else "text_embeds"
+            other_name = "input_points" if input_points is not None else "input_boxes"
             raise ValueError(
-                f"text prompts ({text.shape[1]} per image) must match the point / box prompts ({other.shape[1]})."
+                f"{text_name} has {text.shape[1]} prompts per image, {other_name} {other.shape[1]}: the text prompts "
+                "must match the point / box prompts."
             )
         if input_points is not None and input_labels is None:
             input_labels = torch.full(input_points.shape[:3], FOREGROUND_LABEL, device=input_points.device)
         computed_embeddings = None
         if pixel_values is not None:
             image_embeddings = computed_embeddings = self.vision_encoder(pixel_values.to(self.dtype))
+        image_embeddings = image_embeddings.to(self.dtype)
+        if input_masks is not None:
+            input_masks = input_masks.to(self.dtype)
 
         if input_text_ids is not None:
             text_embeds = self.get_text_embeddings(input_text_ids)
@@ -264,7 +274,7 @@ class SamModel(SamPreTrainedModel):
         form = f"(batch_size, point_batch_size, H, W) = ({pred_masks.shape[0]}, {pred_masks.shape[1]}, H, W)"
         if not isinstance(labels, torch.Tensor):
             raise TypeError(f"labels must be a torch.Tensor of ground-truth masks {form}.")
-        if labels.ndim != 4 or labels.shape[:2] != pred_masks.shape[:2]:
+        if labels.ndim != 4 or labels.shape[:2] != pred_masks.shape[:2] or 0 in labels.shape[2:]:
             raise ValueError(f"labels must be ground-truth masks of shape {form}, got {tuple(labels.shape)}.")
 
     def _check_image_embeddings(self, image_embeddings: torch.Tensor) -> None:
@@ -273,5 +283,9 @@ class SamModel(SamPreTrainedModel):
         form = f"(batch_size, {channels}, {size}, {size})"
         if not isinstance(image_embeddings, torch.Tensor) or not image_embeddings.is_floating_point():
             raise TypeError(f"image_embeddings must be a floating point torch.Tensor of shape {form}.")
-        if image_embeddings.ndim != 4 or tuple(image_embeddings.shape[1:]) != (channels, size, size):
+        if (
+            image_embeddings.ndim != 4
+            or tuple(image_embeddings.shape[1:]) != (channels, size, size)
+            or image_embeddings.shape[0] == 0
+        ):
             raise ValueError(f"image_embeddings must have shape {form}, got {tuple(image_embeddings.shape)}.")

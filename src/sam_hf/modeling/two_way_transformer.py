@@ -4,6 +4,13 @@ Tensors carry a prompt axis: tokens are `(batch, point_batch_size, num_tokens, C
 `(batch, 1 or point_batch_size, height * width, C)`. Image tokens start out shared by every prompt of an image (size 1
 on the prompt axis, unless each prompt has its own mask input) and broadcast, so the first layer projects them once
 per image instead of once per prompt.
+
+Once image tokens are per prompt, a cross-attention between a prompt's few tokens (T, about 7) and its 4096 image
+tokens is computed in factored form: instead of projecting every image token to queries / keys / values and back
+(four `(4096, C) x (C, C / 2)` products), the projections are folded into the T x heads token side
+(`(q W_k) x^T` rather than `q (W_k x)^T`, `(A x) W_v^T` rather than `A (x W_v^T)`, and the output projection applied
+to each value before the weighting). The result is the same attention up to float rounding, with about half the
+multiply-adds and no per-prompt copies of projected image tokens.
 """
 
 from __future__ import annotations
@@ -55,6 +62,83 @@ class SamAttention(nn.Module):
         hidden_states = hidden_states.reshape(-1, *hidden_states.shape[-2:])
         return hidden_states.unflatten(-1, (self.num_attention_heads, -1)).transpose(1, 2)
 
+    def _head_weight(self, linear: nn.Linear) -> torch.Tensor:
+        """The weight of a projection to the internal width as `(heads, head_dim, C)`."""
+        return linear.weight.unflatten(0, (self.num_attention_heads, -1))
+
+    def factored_is_cheaper(self, num_tokens: int) -> bool:
+        """Whether the factored forms cost fewer multiply-adds than projecting the image tokens: they work on
+        `heads * num_tokens` vectors of width C per image token instead of the internal width."""
+        return self.num_attention_heads * num_tokens <= self.q_proj.out_features
+
+    def tokens_to_image(
+        self, tokens: torch.Tensor, image_keys: torch.Tensor, image_values: torch.Tensor
+    ) -> torch.Tensor:
+        """Tokens attend to image tokens, factored: `forward(tokens, image_keys, image_values)` up to rounding.
+
+        Args:
+            tokens: `(B, P, T, C)` queries.
+            image_keys, image_values: `(B, P, N, C)`, one set per prompt.
+
+        Returns:
+            `(B, P, T, C)`.
+        """
+        heads = self.num_attention_heads
+        query = self.q_proj(tokens).unflatten(-1, (heads, -1)).transpose(-2, -3)  # (B, P, H, T, d)
+        scale = query.shape[-1] ** -0.5
+        # q . (W_k x + b_k) = (q W_k) . x + q . b_k; the last term is the same for every key, so softmax drops it.
+        query_keys = (query * scale) @ self._head_weight(self.k_proj)  # (B, P, H, T, C)
+        logits = query_keys.flatten(-3, -2) @ image_keys.transpose(-1, -2)  # (B, P, H * T, N)
+        weighted = torch.softmax(logits, dim=-1) @ image_values  # (B, P, H * T, C)
+        # sum_i a_i (W_v x_i + b_v) = W_v (sum_i a_i x_i) + b_v, as each head's weights sum to 1.
+        values = weighted.unflatten(-2, (heads, -1)) @ self._head_weight(self.v_proj).transpose(-1, -2)
+        values = values + self.v_proj.bias.unflatten(0, (heads, 1, -1))  # (B, P, H, T, d)
+        return self.out_proj(values.transpose(-2, -3).flatten(-2))
+
+    def image_to_tokens(
+        self,
+        image_queries: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        key_padding_mask: torch.Tensor | None,
+        residual: torch.Tensor,
+    ) -> torch.Tensor:
+        """Image tokens attend to tokens, factored: `residual + forward(image_queries, keys, values, mask)` up to
+        rounding.
+
+        Args:
+            image_queries, residual: `(B, 1 or P, N, C)` image tokens (with and without positional encoding).
+            keys, values: `(B, P, T, C)` tokens; `key_padding_mask` bool `(B, P, T)`, `True` = ignore that key.
+
+        Returns:
+            `(B, P, N, C)`.
+        """
+        heads = self.num_attention_heads
+        key = self.k_proj(keys).unflatten(-1, (heads, -1)).transpose(-2, -3)  # (B, P, H, T, d)
+        value = self.v_proj(values).unflatten(-1, (heads, -1)).transpose(-2, -3)
+        scale = key.shape[-1] ** -0.5
+        # (W_q x + b_q) . k = x . (W_q^T k) + b_q . k: one (C,)-vector and one offset per (head, token).
+        key_queries = ((key * scale) @ self._head_weight(self.q_proj)).flatten(-3, -2)  # (B, P, H * T, C)
+        offsets = (key * scale) @ self.q_proj.bias.unflatten(0, (heads, -1, 1))  # (B, P, H, T, 1)
+        if key_padding_mask is not None:
+            offsets = offsets.masked_fill(key_padding_mask[:, :, None, :, None], float("-inf"))
+        # The output projection goes onto each value; its bias is spread over the heads (each head's weights sum to
+        # 1), so that the weighted sum is the block's output directly.
+        projected = value @ self.out_proj.weight.unflatten(1, (heads, -1)).permute(1, 2, 0)  # (B, P, H, T, C)
+        projected = (projected + self.out_proj.bias / heads).flatten(-3, -2)  # (B, P, H * T, C)
+        # Logits as (H * T, N), not (N, H * T): softmax over a short non-last axis vectorises along the 4096 image
+        # tokens, over a last axis of ~7 it does not (10x slower).
+        prompts = key_queries.shape[1]
+        if image_queries.shape[1] == 1 and prompts > 1:
+            # Image tokens shared by the prompts: one (P * H * T, C) x (C, N) product instead of P small ones.
+            logits = key_queries.flatten(1, 2) @ image_queries[:, 0].transpose(1, 2)  # (B, P * H * T, N)
+            logits = logits.unflatten(1, (prompts, -1))
+        else:
+            logits = key_queries @ image_queries.transpose(-1, -2)  # (B, P, H * T, N)
+        logits = logits.unflatten(-2, (heads, -1)) + offsets  # (B, P, H, T, N)
+        weights = torch.softmax(logits, dim=-2).flatten(-3, -2)
+        return torch.matmul(weights.transpose(-1, -2), projected).add_(residual)
+
 
 class SamTwoWayAttentionBlock(nn.Module):
     """Self-attention of the tokens, tokens -> image cross-attention, token MLP, image -> tokens cross-attention;
@@ -89,12 +173,26 @@ class SamTwoWayAttentionBlock(nn.Module):
         queries = self.layer_norm1(queries)
 
         keys_with_pe = keys + key_pe
-        queries = self.layer_norm2(queries + self.cross_attn_token_to_image(queries + query_pe, keys_with_pe, keys))
+        attn_output = attend_tokens_to_image(self.cross_attn_token_to_image, queries + query_pe, keys_with_pe, keys)
+        queries = self.layer_norm2(queries + attn_output)
         queries = self.layer_norm3(queries + self.mlp(queries))
 
-        attn_output = self.cross_attn_image_to_token(keys_with_pe, queries + query_pe, queries, padding_mask)
-        keys = self.layer_norm4(keys + attn_output)
-        return queries, keys
+        attention = self.cross_attn_image_to_token
+        if attention.factored_is_cheaper(queries.shape[-2]):
+            keys = attention.image_to_tokens(keys_with_pe, queries + query_pe, queries, padding_mask, residual=keys)
+        else:
+            keys = keys + attention(keys_with_pe, queries + query_pe, queries, padding_mask)
+        return queries, self.layer_norm4(keys)
+
+
+def attend_tokens_to_image(
+    attention: SamAttention, tokens: torch.Tensor, image_keys: torch.Tensor, image_values: torch.Tensor
+) -> torch.Tensor:
+    """`attention(tokens, image_keys, image_values)`: factored when the image tokens are per prompt and that is
+    cheaper; image tokens shared by the prompts (`(B, 1, N, C)`) are projected once instead."""
+    if image_keys.shape[1] == tokens.shape[1] and attention.factored_is_cheaper(tokens.shape[-2]):
+        return attention.tokens_to_image(tokens, image_keys, image_values)
+    return attention(tokens, image_keys, image_values)
 
 
 class SamTwoWayTransformer(nn.Module):
@@ -129,7 +227,7 @@ class SamTwoWayTransformer(nn.Module):
         queries, keys = point_embeddings, image_embeddings
         for layer in self.layers:
             queries, keys = layer(queries, keys, point_embeddings, image_positional_embeddings, padding_mask)
-        attn_output = self.final_attn_token_to_image(
-            queries + point_embeddings, keys + image_positional_embeddings, keys
+        attn_output = attend_tokens_to_image(
+            self.final_attn_token_to_image, queries + point_embeddings, keys + image_positional_embeddings, keys
         )
         return self.layer_norm_final_attn(queries + attn_output), keys

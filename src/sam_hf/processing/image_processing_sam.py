@@ -22,6 +22,8 @@ from transformers.processing_utils import ImagesKwargs
 OFFICIAL_PIXEL_MEAN = (123.675, 116.28, 103.53)
 OFFICIAL_PIXEL_STD = (58.395, 57.12, 57.375)
 
+MAX_SIDE = 2**31  # image sides must be below this (PIL's own limit): larger "sizes" are mistakes
+
 IMAGES_FORM = (
     "a PIL image, an HxWxC / CxHxW uint8 array or tensor (C in 1, 3, 4; float in [0, 1] also accepted), "
     "an HxW grayscale array, or a non-empty list of those"
@@ -30,29 +32,34 @@ IMAGES_FORM = (
 
 def get_preprocess_shape(height: int, width: int, longest_edge: int) -> tuple[int, int]:
     """Size `(new_height, new_width)` of an image resized so that its longest side is `longest_edge` (official
-    `ResizeLongestSide.get_preprocess_shape`)."""
+    `ResizeLongestSide.get_preprocess_shape`), at least 1 pixel per side (the official rounds a side of extreme
+    aspect ratios, e.g. 1 x 5000, down to 0 and fails)."""
     scale = longest_edge * 1.0 / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
+    return max(int(height * scale + 0.5), 1), max(int(width * scale + 0.5), 1)
 
 
 def check_sizes(name: str, sizes: Any) -> torch.Tensor:
     """`(batch_size, 2)` positive integer (height, width) sizes -> int64 tensor, or a `ValueError` naming `name`."""
     try:
         array = np.asarray(sizes, dtype=np.float64)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
         raise ValueError(f"{name} must be (batch_size, 2) sizes as (height, width), got {sizes!r}.") from err
     if (
         array.ndim != 2
         or array.shape[1] != 2
-        or not (np.isfinite(array) & (array > 0) & (array == array.round())).all()
+        or not (np.isfinite(array) & (array > 0) & (array < MAX_SIDE) & (array == array.round())).all()
     ):
-        raise ValueError(f"{name} must be (batch_size, 2) positive integer sizes as (height, width), got {sizes!r}.")
+        raise ValueError(
+            f"{name} must be (batch_size, 2) positive integer sizes (< {MAX_SIDE}) as (height, width), got {sizes!r}."
+        )
     return torch.as_tensor(array, dtype=torch.int64)
 
 
 def pil_to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
     """Any PIL mode -> RGB: 16/32-bit grayscale scaled to 8 bits (PIL's own conversion clips it to white), palette
     with transparency through RGBA, alpha dropped, CMYK / YCbCr / grayscale converted."""
+    if 0 in image.size:  # nothing to scale (and no maximum); refused as empty by the caller
+        return image.convert("RGB")
     if image.mode.startswith("I;16") or (image.mode == "I" and np.asarray(image).max() > 255):
         # 16-bit files; a 32-bit "I" image within 0-255 (e.g. converted from 8 bits) is left to PIL.
         array = np.asarray(image).astype(np.float64)

@@ -34,7 +34,10 @@ def _to_lists(name: str, value: Any, depth: int, form: str, leaf_size: int | Non
     is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if depth == 0:
         if is_number:
-            return value
+            try:
+                return float(value)
+            except OverflowError as err:  # a Python int beyond float range
+                raise ValueError(f"{name} contains an integer beyond the float range: expected {form}.") from err
         if isinstance(value, (list, tuple)):
             raise ValueError(f"{name} has too many nesting levels: expected {form}.")
         raise TypeError(f"{name} must contain numbers, got {type(value).__name__}: expected {form}.")

@@ -9,7 +9,7 @@ CLIP **text** embedding of a phrase takes its place, since CLIP aligns the two.
     python -m sam_hf.training.text_token --model stage3 --clip src/sam_hf/bundled/sam-hf-shapes/clip --shapes \
         --output src/sam_hf/bundled/sam-hf-shapes --minutes 25
 
-The image encoder is frozen (embeddings computed without gradients) and the CLIP tower too; the text projection, the
+The CLIP tower is frozen, and the image encoder too unless `--train-image-encoder`; the text projection, the
 text-type embedding, the prompt encoder and the decoder train, on the text prompt and, so that points and boxes keep
 working, on the simulated point / box interaction of `interactive.py`.
 """
@@ -17,6 +17,7 @@ working, on the simulated point / box interaction of `interactive.py`.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -64,19 +65,23 @@ def with_text_encoder(model: SamModel, clip: ClipScorer, freeze_text_encoder: bo
 
 class TextTokenTrainer(torch.nn.Module):
     """`forward(pixel_values, gt_masks, region_embeddings) -> loss`: the text-token loss (3 candidate masks, the
-    lowest-loss one trained) plus the interactive point / box loss, on one frozen image encoding."""
+    lowest-loss one trained) plus the interactive point / box loss, on one image encoding (frozen unless
+    `train_image_encoder`: finding an object by its look needs image features a point-trained encoder may lack)."""
 
-    def __init__(self, model: SamModel, num_corrective_points: int = 1, seed: int = 0) -> None:
+    def __init__(
+        self, model: SamModel, num_corrective_points: int = 1, seed: int = 0, train_image_encoder: bool = False
+    ) -> None:
         super().__init__()
         self.model = model
         self.num_corrective_points = num_corrective_points
         self.generator = torch.Generator().manual_seed(seed)
-        model.vision_encoder.requires_grad_(False)
+        self.train_image_encoder = train_image_encoder
+        model.vision_encoder.requires_grad_(train_image_encoder)
 
     def forward(
         self, pixel_values: torch.Tensor, gt_masks: torch.Tensor, region_embeddings: torch.Tensor
     ) -> torch.Tensor:
-        with torch.no_grad():
+        with torch.set_grad_enabled(self.train_image_encoder and torch.is_grad_enabled()):
             embeddings = self.model.get_image_embeddings(pixel_values)
         output = self.model(image_embeddings=embeddings, text_embeds=region_embeddings, multimask_output=True)
         text_loss = sam_loss(output.pred_masks, output.iou_scores, gt_masks).total
@@ -161,13 +166,15 @@ def train_text_token(
     learning_rate: float = 1e-4,
     warmup_steps: int = 50,
     seed: int = 0,
+    train_image_encoder: bool = False,
 ) -> list[dict]:
-    """Gives `model` a text encoder from `clip`, trains it (see the module docstring), saves model + processor."""
+    """Gives `model` a text encoder from `clip`, trains it (see the module docstring), saves model + processor and
+    the loss log (`training_log.json`, every 25 steps), and returns the log."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = with_text_encoder(model, clip).train()
     processor = SamProcessor(processor.image_processor, model.config.text_config.context_length)
-    trainer = TextTokenTrainer(model, seed=seed)
+    trainer = TextTokenTrainer(model, seed=seed, train_image_encoder=train_image_encoder)
 
     def batch(index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         examples = [data[index * batch_size + i] for i in range(batch_size)]
@@ -177,6 +184,7 @@ def train_text_token(
     if accelerator.is_main_process:
         accelerator.unwrap_model(trainer).model.save_pretrained(output_dir)
         processor.save_pretrained(output_dir)
+        Path(output_dir, "training_log.json").write_text(json.dumps(log, indent=1))
     return log
 
 
@@ -195,6 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-image-encoder", action="store_true", help="fine-tune the image encoder too")
+    parser.add_argument("--first-example", type=int, default=0, help="--shapes: seed of the first scene")
     args = parser.parse_args(argv)
     if args.images and not args.annotations:
         parser.error("--images needs --annotations")
@@ -203,12 +213,12 @@ def main(argv: list[str] | None = None) -> None:
         if Path(args.clip).is_dir()
         else ClipScorer.from_open_clip(args.clip, args.pretrained)
     )
-    data = GeneratedScenes() if args.shapes else CocoMaskedImages(args.images, args.annotations)
+    data = GeneratedScenes(args.first_example) if args.shapes else CocoMaskedImages(args.images, args.annotations)
     model = SamModel.from_pretrained(args.model)
     processor = SamProcessor.from_pretrained(args.model)
     train_text_token(
         model, processor, clip, data, args.output, args.steps, args.minutes, args.batch_size, args.learning_rate,
-        seed=args.seed,
+        seed=args.seed, train_image_encoder=args.train_image_encoder,
     )  # fmt: skip
 
 
