@@ -55,13 +55,20 @@ def evil_model_dir(tmp_path) -> tuple[Path, Path]:
     return directory, marker
 
 
-def test_from_pretrained_refuses_a_malicious_pickle(evil_model_dir):
+def test_from_pretrained_refuses_pickles_unless_asked_and_never_executes_them(evil_model_dir, tmp_path):
     directory, marker = evil_model_dir
-    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
-        SamModel.from_pretrained(directory)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(OSError, match="safetensors"):
+        SamModel.from_pretrained(directory)  # pickled weights are not even opened by default
+    with pytest.raises(OSError, match="safetensors"):
         load_sam(directory, device="cpu")  # what the CLI and the Space call
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        SamModel.from_pretrained(directory, use_safetensors=False)  # opted in: the weights-only unpickler refuses
     assert not marker.exists()
+    # Opting in still loads a pickle that holds only tensors.
+    clean = tmp_path / "clean"
+    tiny_config().save_pretrained(clean)
+    torch.save(SamModel(tiny_config()).state_dict(), clean / "pytorch_model.bin")
+    assert isinstance(SamModel.from_pretrained(clean, use_safetensors=False), SamModel)
 
 
 def test_cli_refuses_a_malicious_model_with_a_one_line_error(evil_model_dir, tmp_path, capsys):

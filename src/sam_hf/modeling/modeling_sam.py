@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from open_clip.transformer import TextTransformer
@@ -52,6 +52,14 @@ class SamPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     accepts_loss_kwargs = False  # the loss is a per-prompt mean: Trainer must not pass `num_items_in_batch`
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> SamPreTrainedModel:
+        """transformers' `from_pretrained`, reading safetensors only: a checkpoint whose weights are pickles
+        (`pytorch_model.bin`) is refused unless the caller opts in with `use_safetensors=False` (they are then read
+        with torch's weights-only unpickler, which executes nothing)."""
+        kwargs.setdefault("use_safetensors", True)
+        return super().from_pretrained(*args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
