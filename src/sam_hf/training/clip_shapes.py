@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..clip_scoring import ClipScorer, region_view
 from ..data import COLORS, SHAPES, generate_scene
-from .loop import fit
+from .loop import add_budget_arguments, fit
 from .shapes import HELD_OUT_SEED, IMAGE_SIZE
 from .text_token import paper_view
 
@@ -140,8 +140,7 @@ def train_clip(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True, help="directory to save the CLIP to (open_clip local-dir layout)")
-    parser.add_argument("--steps", type=int, default=3000, help="length of the learning-rate schedule")
-    parser.add_argument("--minutes", type=float, help="stop early after this much time")
+    add_budget_arguments(parser, steps=3000)
     parser.add_argument("--scenes-per-step", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)

@@ -3,13 +3,17 @@ budget, gradient clipping, data parallelism through accelerate, a loss log every
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from tqdm import tqdm
+from transformers import ProcessorMixin
 
 LOG_EVERY = 25
 
@@ -78,3 +82,20 @@ def fit(
         if progress(step + 1) >= 1.0:
             break
     return accelerator, log
+
+
+def add_budget_arguments(parser: argparse.ArgumentParser, steps: int) -> None:
+    """`--steps` (the schedule's length, default `steps`) and `--minutes` (a time budget that ends it earlier)."""
+    parser.add_argument("--steps", type=int, default=steps, help="length of the learning-rate schedule")
+    parser.add_argument("--minutes", type=float, help="stop early after this much time")
+
+
+def save_trained(
+    accelerator: Accelerator, trainer: torch.nn.Module, processor: ProcessorMixin, output_dir: str | Path, log: list
+) -> None:
+    """From the main process: the trained `trainer.model` and `processor` (`save_pretrained`) and the loss log
+    (`training_log.json`) in `output_dir`."""
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(trainer).model.save_pretrained(output_dir)
+        processor.save_pretrained(output_dir)
+        Path(output_dir, "training_log.json").write_text(json.dumps(log, indent=1))

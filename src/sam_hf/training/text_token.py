@@ -17,7 +17,6 @@ working, on the simulated point / box interaction of `interactive.py`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from ..modeling import SamModel
 from ..modeling.loss import sam_loss
 from ..processing import SamProcessor
 from .interactive import interactive_loss
-from .loop import fit
+from .loop import add_budget_arguments, fit, save_trained
 from .shapes import IMAGE_SIZE, PROMPTS_PER_IMAGE
 
 
@@ -181,10 +180,7 @@ def train_text_token(
         return text_token_batch(examples, processor, clip, rng)
 
     accelerator, log = fit(trainer, batch, steps, minutes, learning_rate, warmup_steps, description="text token")
-    if accelerator.is_main_process:
-        accelerator.unwrap_model(trainer).model.save_pretrained(output_dir)
-        processor.save_pretrained(output_dir)
-        Path(output_dir, "training_log.json").write_text(json.dumps(log, indent=1))
+    save_trained(accelerator, trainer, processor, output_dir, log)
     return log
 
 
@@ -198,8 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     data.add_argument("--images", help="folder of images named by --annotations")
     data.add_argument("--shapes", action="store_true", help="generated scenes (the bundled recipe)")
     parser.add_argument("--annotations", help="COCO instance annotations with masks, for --images")
-    parser.add_argument("--steps", type=int, default=2000, help="length of the learning-rate schedule")
-    parser.add_argument("--minutes", type=float, help="stop early after this much time")
+    add_budget_arguments(parser, steps=2000)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)

@@ -9,14 +9,13 @@ Every step encodes a batch of fresh scenes once and runs one simulated interacti
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
 from ..modeling import SamModel
 from .interactive import InteractiveTrainer
-from .loop import fit
+from .loop import add_budget_arguments, fit, save_trained
 from .shapes import bundled_config, bundled_processor, scene_batch
 
 
@@ -46,18 +45,14 @@ def train(
         return scene_batch(list(range(first, first + batch_size)), processor)
 
     accelerator, log = fit(trainer, batch, steps, minutes, learning_rate, warmup_steps)
-    if accelerator.is_main_process:
-        accelerator.unwrap_model(trainer).model.save_pretrained(output_dir)
-        processor.save_pretrained(output_dir)
-        Path(output_dir, "training_log.json").write_text(json.dumps(log, indent=1))
+    save_trained(accelerator, trainer, processor, output_dir, log)
     return log
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True, help="directory to save the model and processor to")
-    parser.add_argument("--steps", type=int, default=4000, help="length of the learning-rate schedule")
-    parser.add_argument("--minutes", type=float, help="stop early after this much time")
+    add_budget_arguments(parser, steps=4000)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--corrective-points", type=int, default=2, help="error-region clicks per interaction")
