@@ -51,4 +51,6 @@ def write_scene(directory: Path, seed: int, size: int = 128, upscale: int = 1) -
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max((a | b).sum(), 1))
+    """Mask IoU; two empty masks are the same mask (1.0)."""
+    union = (a | b).sum()
+    return 1.0 if union == 0 else float((a & b).sum() / union)

@@ -97,7 +97,8 @@ def test_segment_text_writes_the_named_object(tmp_path, capsys) -> None:
     image, out = tmp_path / "scene.png", tmp_path / "mask.png"
     PIL.Image.fromarray(scene.image).save(image)
     target = scene.objects[1]
-    status, err = run_cli(["segment", str(image), "--text", target.name, "--out", str(out), "--device", "cpu"], capsys)
+    command = ["segment", str(image), "--text", target.name, "--text-method", "zero-shot", "--out", str(out)]
+    status, err = run_cli([*command, "--device", "cpu"], capsys)  # zero-shot: the bundled pair's better method
     assert status == 0, err
     written = np.asarray(PIL.Image.open(out)) == 255
     assert (written & target.mask).sum() / (written | target.mask).sum() > TEXT_FLOOR
@@ -191,6 +192,17 @@ def test_everything_resumes(scenes, tmp_path, capsys, monkeypatch) -> None:
     assert labelled == find_images(scenes)[1]
 
 
+def assert_same_coco(got: dict, want: dict) -> None:
+    """Equal COCO files up to float rounding: the processes run with other thread counts than the single run, so a
+    pixel whose logit is ~0 may flip."""
+    assert got["images"] == want["images"] and got["categories"] == want["categories"]
+    assert len(got["annotations"]) == len(want["annotations"])
+    for a, b in zip(got["annotations"], want["annotations"], strict=True):
+        assert a["image_id"] == b["image_id"] and abs(a["score"] - b["score"]) < 1e-4
+        assert np.allclose(a["bbox"], b["bbox"], atol=1)
+        assert mask_utils.iou([a["segmentation"]], [b["segmentation"]], [0])[0, 0] > 0.99
+
+
 def test_two_processes_equal_one(scenes, tmp_path, capsys) -> None:
     """`accelerate launch --multi_gpu --num_processes 2 -m sam_hf everything ... --device cpu`: two CPU processes
     (torchrun, gloo; accelerate's `--cpu` launcher starts one process unless given an MPI hostfile); the merged file
@@ -214,6 +226,6 @@ def test_two_processes_equal_one(scenes, tmp_path, capsys) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("wrote") == 1  # only the main process merges
-    assert json.loads(shared.read_text()) == json.loads(single.read_text())
+    assert_same_coco(json.loads(shared.read_text()), json.loads(single.read_text()))
     parts = [json.loads(part.read_text()) for part in Path(f"{shared}.parts").glob("*.json")]
     assert sorted(part["process_index"] for part in parts) == [0, 0, 1, 1]  # each process labelled its half
