@@ -14,7 +14,7 @@ import torch
 
 from .modeling import SamModel
 from .processing import SamProcessor
-from .processing.processing_sam import _to_lists
+from .processing.processing_sam import to_lists
 
 # `predict`'s arguments and the processor / model arguments they become: errors name the one the caller passed.
 _ARGUMENT_NAMES = {
@@ -138,14 +138,14 @@ class SamPredictor:
             raise ValueError("point_labels needs point_coords: one label per point.")
         prompts = {}
         if point_coords is not None:
-            prompts["input_points"] = [[_to_lists("point_coords", point_coords, 2, "(N, 2) points x, y", leaf_size=2)]]
+            prompts["input_points"] = [[to_lists("point_coords", point_coords, 2, "(N, 2) points x, y", leaf_size=2)]]
             if point_labels is not None:
-                labels = _to_lists("point_labels", point_labels, 1, "(N,) labels, 1 foreground and 0 background")
+                labels = to_lists("point_labels", point_labels, 1, "(N,) labels, 1 foreground and 0 background")
                 if len(labels) != len(prompts["input_points"][0][0]):
                     raise ValueError(f"point_labels must have one label per point of point_coords, got {len(labels)}.")
                 prompts["input_labels"] = [[labels]]
         if box is not None:
-            prompts["input_boxes"] = [[_to_lists("box", box, 1, "(4,) box x1, y1, x2, y2", leaf_size=4)]]
+            prompts["input_boxes"] = [[to_lists("box", box, 1, "(4,) box x1, y1, x2, y2", leaf_size=4)]]
         with _named_as_predict_arguments():
             inputs = self.processor(original_sizes=[image.original_size], **prompts) if prompts else {}
         if text is not None:

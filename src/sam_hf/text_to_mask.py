@@ -26,7 +26,7 @@ from .configuration_sam import SamConfig
 from .everything import SamAutomaticMaskGenerator
 from .predictor import EmbeddedImage, SamPredictor
 from .processing.image_processing_sam import to_uint8_hwc
-from .processing.tokenization import tokenize
+from .processing.tokenization import check_text
 
 METHODS = ("auto", "learned", "zero-shot")
 REFINE_MIN_IOU = 0.5  # a refined mask overlapping its proposal less than this grabbed something else
@@ -97,13 +97,6 @@ def resolve_method(config: SamConfig, method: str) -> str:
     return "learned" if config.text_config is not None else "zero-shot"
 
 
-def _check_text(text: Any) -> str:
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a string, got {type(text).__name__}.")
-    tokenize([text])  # raises for empty / whitespace-only text, warns about truncation
-    return text
-
-
 def segment_text(
     predictor: SamPredictor,
     image: Any,
@@ -137,7 +130,7 @@ def segment_text(
     Returns:
         [`TextSegmentation`].
     """
-    text = _check_text(text)
+    text = check_text(text)
     method = resolve_method(predictor.model.config, method)
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")

@@ -26,7 +26,7 @@ BOXES_FORM = "[image][prompt] = [x1, y1, x2, y2], i.e. (batch_size, point_batch_
 TEXT_FORM = "a string, a list of strings (the prompts of one image) or [image][prompt] = string"
 
 
-def _to_lists(name: str, value: Any, depth: int, form: str, leaf_size: int | None = None) -> Any:
+def to_lists(name: str, value: Any, depth: int, form: str, leaf_size: int | None = None) -> Any:
     """Nested lists / arrays / tensors -> Python lists exactly `depth` levels deep with numbers at the bottom (lists of
     `leaf_size` numbers at the last level if given); a `ValueError`/`TypeError` naming `name` otherwise."""
     if isinstance(value, (np.ndarray, torch.Tensor)):
@@ -47,7 +47,7 @@ def _to_lists(name: str, value: Any, depth: int, form: str, leaf_size: int | Non
         raise TypeError(f"{name} must be nested lists, arrays or tensors, got {type(value).__name__}: expected {form}.")
     if not value:
         raise ValueError(f"{name} must not contain empty lists: expected {form}.")
-    items = [_to_lists(name, item, depth - 1, form, leaf_size) for item in value]
+    items = [to_lists(name, item, depth - 1, form, leaf_size) for item in value]
     if depth == 1 and leaf_size is not None and len(items) != leaf_size:
         raise ValueError(f"{name} entries must have {leaf_size} coordinates, got {len(items)}: expected {form}.")
     return items
@@ -152,12 +152,12 @@ class SamHfProcessor(ProcessorMixin):
 
         resize = self.image_processor.resize_coordinates
         if input_points is not None:
-            points = _to_lists("input_points", input_points, 4, POINTS_FORM, leaf_size=2)
+            points = to_lists("input_points", input_points, 4, POINTS_FORM, leaf_size=2)
             _check_batch("input_points", points, len(sizes))
             if input_labels is None:
                 labels = [[[FOREGROUND_LABEL] * len(prompt) for prompt in image] for image in points]
             else:
-                labels = _to_lists("input_labels", input_labels, 3, LABELS_FORM)
+                labels = to_lists("input_labels", input_labels, 3, LABELS_FORM)
                 if [[len(p) for p in image] for image in labels] != [[len(p) for p in image] for image in points]:
                     raise ValueError(f"input_labels must have one label per point of input_points: {LABELS_FORM}.")
             num_points = max(len(prompt) for image in points for prompt in image)
@@ -173,7 +173,7 @@ class SamHfProcessor(ProcessorMixin):
             )
             data["input_labels"] = label_tensor
         if input_boxes is not None:
-            boxes = _to_lists("input_boxes", input_boxes, 3, BOXES_FORM, leaf_size=4)
+            boxes = to_lists("input_boxes", input_boxes, 3, BOXES_FORM, leaf_size=4)
             _check_batch("input_boxes", boxes, len(sizes))
             box_tensor = torch.tensor(boxes, dtype=torch.float64)
             data["input_boxes"] = torch.stack(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from typing import Any
 
 import torch
 from open_clip.tokenizer import SimpleTokenizer
@@ -17,6 +18,15 @@ def _tokenizer(context_length: int) -> SimpleTokenizer:
     return SimpleTokenizer(context_length=context_length)
 
 
+def check_text(text: Any, name: str = "text") -> str:
+    """`text` if it is a string with at least one non-space character; a `TypeError`/`ValueError` naming `name`."""
+    if not isinstance(text, str):
+        raise TypeError(f"{name} must be a string, got {type(text).__name__}.")
+    if not text.strip():
+        raise ValueError(f"{name} must not be empty or whitespace only, got {text!r}.")
+    return text
+
+
 def tokenize(texts: list[str], context_length: int = CLIP_CONTEXT_LENGTH, name: str = "text") -> torch.Tensor:
     """`texts` -> int64 token ids `(len(texts), context_length)`: start token, BPE tokens, end token, zero padding.
 
@@ -25,10 +35,7 @@ def tokenize(texts: list[str], context_length: int = CLIP_CONTEXT_LENGTH, name: 
     """
     tokenizer = _tokenizer(context_length)
     for text in texts:
-        if not isinstance(text, str):
-            raise TypeError(f"{name} must contain strings, got {type(text).__name__}.")
-        if not text.strip():
-            raise ValueError(f"{name} must not be empty or whitespace only, got {text!r}.")
+        check_text(text, name)
         length = len(tokenizer.encode(text)) + 2  # + start and end tokens
         if length > context_length:
             warnings.warn(
