@@ -16,6 +16,7 @@ import argparse
 import copy
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,14 +40,14 @@ def mask_iou(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
 
 
 def compare(
-    fp32: SamModel, int8: SamModel, processor: SamProcessor, image: np.ndarray, points: list[list[float]]
+    fp32: SamModel, other: SamModel, processor: SamProcessor, image: np.ndarray, points: list[list[float]]
 ) -> torch.Tensor:
-    """Mask IoU int8 vs fp32 of every mask of the single-point prompts `points` ([x, y] in image pixels) on `image`,
-    at the image's size: `(len(points) * 3,)`."""
+    """Mask IoU of `other` (int8, half precision) vs fp32 of every mask of the single-point prompts `points` ([x, y]
+    in image pixels) on `image`, at the image's size: `(len(points) * 3,)`."""
     inputs = processor(images=image, input_points=[[[point] for point in points]])
     masks = []
     with torch.inference_mode():
-        for model in (fp32, int8):
+        for model in (fp32, other):
             outputs = model(**inputs)
             masks.append(
                 processor.post_process_masks(
@@ -89,16 +90,17 @@ def photo_ious(grid: int) -> torch.Tensor:
     return torch.cat(ious)
 
 
-def scene_ious(scenes: int) -> torch.Tensor:
-    """The bundled model, `scenes` generated scenes (held-out seeds), one centre point per object."""
+def scene_ious(scenes: int, variant: Callable[[SamModel], SamModel] = quantize_int8) -> torch.Tensor:
+    """The bundled model against `variant` of it (int8 by default; e.g. `lambda model: model.to(torch.bfloat16)`),
+    `scenes` generated scenes (held-out seeds), one centre point per object."""
     fp32 = SamModel.from_pretrained(sam_hf.BUNDLED_MODEL_PATH).eval()
-    int8 = quantize_int8(copy.deepcopy(fp32))
+    other = variant(copy.deepcopy(fp32))
     processor = SamProcessor.from_pretrained(sam_hf.BUNDLED_MODEL_PATH)
     ious = []
     for seed in range(50_000, 50_000 + scenes):
         scene = generate_scene(seed)
         centres = [np.argwhere(obj.mask).mean(axis=0) for obj in scene.objects]  # (y, x)
-        ious.append(compare(fp32, int8, processor, scene.image, [[float(x), float(y)] for y, x in centres]))
+        ious.append(compare(fp32, other, processor, scene.image, [[float(x), float(y)] for y, x in centres]))
     return torch.cat(ious)
 
 

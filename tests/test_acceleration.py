@@ -67,6 +67,18 @@ def test_int8_masks_agree_with_fp32_on_the_bundled_model():
     assert ious.mean() >= INT8_MIN_MASK_IOU, f"mean mask IoU int8 vs fp32 {ious.mean():.4f}"
 
 
+# The speed issue's accuracy floor for half precision on a GPU, checked here on the CPU with the small bundled model.
+HALF_PRECISION_MIN_MASK_IOU = 0.98
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_masks_agree_with_fp32_on_the_bundled_model(dtype):
+    """`model.to(dtype)` runs end to end from the processor's fp32 inputs (the model casts them) and keeps the masks:
+    mean mask IoU against fp32 over generated scenes."""
+    ious = scene_ious(20, lambda model: model.to(dtype))
+    assert ious.mean() >= HALF_PRECISION_MIN_MASK_IOU, f"mean mask IoU {dtype} vs fp32 {ious.mean():.4f}"
+
+
 @pytest.mark.heavy
 def test_compiled_model_matches_eager():
     """`compile_for_inference` keeps the numbers and the state dict keys (compiles for about a minute on a CPU)."""
