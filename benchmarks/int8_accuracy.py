@@ -28,15 +28,9 @@ from benchmarks.benchmark_models import REPO_ROOT, random_official_weights
 from sam_hf import SamModel, SamProcessor
 from sam_hf.acceleration import INT8_MIN_MASK_IOU, quantize_int8
 from sam_hf.data import generate_scene
+from sam_hf.modeling.loss import mask_iou
 
 PHOTOS = REPO_ROOT.parent / "shared" / "images"
-
-
-def mask_iou(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """IoU of bool masks `(..., H, W)` -> `(...)`; 1 where both are empty."""
-    intersection = (first & second).flatten(-2).sum(-1)
-    union = (first | second).flatten(-2).sum(-1)
-    return torch.where(union > 0, intersection / union.clamp(min=1), 1.0)
 
 
 def compare(

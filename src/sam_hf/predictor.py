@@ -15,6 +15,7 @@ import torch
 from .modeling import SamModel
 from .processing import SamProcessor
 from .processing.processing_sam import to_lists
+from .processing.tokenization import check_text
 
 # `predict`'s arguments and the processor / model arguments they become: errors name the one the caller passed.
 _ARGUMENT_NAMES = {
@@ -149,9 +150,7 @@ class SamPredictor:
         with _named_as_predict_arguments():
             inputs = self.processor(original_sizes=[image.original_size], **prompts) if prompts else {}
         if text is not None:
-            if not isinstance(text, str):
-                raise TypeError(f"text must be one string, got {type(text).__name__}.")
-            inputs["input_text_ids"] = self.processor(text=text)["input_text_ids"]
+            inputs["input_text_ids"] = self.processor(text=check_text(text))["input_text_ids"]
         if mask_input is not None:
             try:
                 mask_input = torch.as_tensor(mask_input)
