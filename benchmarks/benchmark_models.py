@@ -180,11 +180,14 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def random_official_weights(size: str, path: Path) -> None:
-    """The official model's state dict, every parameter perturbed by 0.02 * randn (seeded), saved to `path`."""
+    """The official model's state dict from its default initialisation, every parameter perturbed by 0.02 * randn,
+    saved to `path`; both seeded, so that every run measures the same weights."""
     from safetensors.torch import save_file
     from segment_anything import sam_model_registry
 
-    sam = sam_model_registry[size](checkpoint=None)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        sam = sam_model_registry[size](checkpoint=None)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for parameter in sam.parameters():
