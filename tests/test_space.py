@@ -26,7 +26,7 @@ SEEDS = (101, 102)  # scenes the bundled model never trained on (its training se
 # Floors well under the bundled model's held-out mIoU (0.93 point best-of-3, 0.93 box) yet far above chance.
 POINT_FLOOR, BOX_FLOOR, EVERYTHING_FLOOR = 0.6, 0.6, 0.5
 # Text prompts: a held-out scene of three objects, each of which the bundled model + CLIP segment by name (zero-shot
-# IoUs 0.95-0.97: CLIP still misses some objects on other scenes), and a colour + shape absent from it.
+# IoUs 0.97-0.99: CLIP still misses some objects on other scenes), and a colour + shape absent from it.
 TEXT_SEED, TEXT_FLOOR, ABSENT = 128, 0.6, "yellow star"
 
 
