@@ -4,6 +4,7 @@ processes (`accelerate launch`).
 Each image's masks are written to their own JSON file in a work directory as soon as they are done (atomically: a
 temporary file, then `os.replace`), so an interrupted run skips the images already done when started again, and
 several processes can share the images and the directory; the main process then merges everything into one COCO file.
+A file that cannot be read as an image is recorded with its error (COCO `info["failed"]`) and the others are labelled.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -51,14 +52,28 @@ def find_images(path: str | os.PathLike) -> tuple[Path, list[str]]:
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
-    """Writes `value` as JSON to a temporary file beside `path`, then renames it: `path` is never half-written."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
-        try:
-            json.dump(value, f)
-        except BaseException:
-            os.unlink(f.name)
-            raise
-    os.replace(f.name, path)
+    """Writes `value` as JSON to a temporary file beside `path`, then renames it: `path` is never half-written.
+
+    The file gets the permissions of any new file (0666 less the umask), not a private temporary file's 0600."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            json.dump(value, file)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def file_fingerprint(file: Path) -> dict[str, Any]:
+    """Size and SHA-256 of a file's content: a stored result is reused only for the same bytes (a size + mtime check
+    misses a file replaced with `cp -p` or `rsync -t`)."""
+    digest = hashlib.sha256()
+    with open(file, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"size": file.stat().st_size, "sha256": digest.hexdigest()}
 
 
 class ImageLabeller:
@@ -88,13 +103,9 @@ class ImageLabeller:
         self.process_index = process_index
 
     def result_path(self, name: str) -> Path:
-        """Result file of the image `name` (a hash: names may contain directories and any character)."""
-        return self.work_dir / f"{hashlib.sha1(name.encode()).hexdigest()[:20]}.json"
-
-    @staticmethod
-    def _source(file: Path) -> dict[str, int]:
-        stat = file.stat()
-        return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        """Result file of the image `name` (a hash: names may contain directories and any character, including the
+        undecodable bytes of a file name that is not UTF-8, which Python keeps as surrogates)."""
+        return self.work_dir / f"{hashlib.sha1(os.fsencode(name)).hexdigest()[:20]}.json"
 
     def load_result(self, root: Path, name: str) -> dict[str, Any] | None:
         """The stored result of image `name`, or `None` if missing, unreadable, or made otherwise than now."""
@@ -102,27 +113,30 @@ class ImageLabeller:
             result = json.loads(self.result_path(name).read_text())
         except (OSError, ValueError):
             return None
-        current = {"file_name": name, "settings": self.settings, "source": self._source(root / name)}
+        current = {"file_name": name, "settings": self.settings, "source": file_fingerprint(root / name)}
         return result if all(result.get(key) == value for key, value in current.items()) else None
 
     def label(self, root: Path, name: str) -> dict[str, Any]:
         """Runs everything mode on one image and stores the result (`file_name`, `height`, `width`, `masks`: the
-        generator's records)."""
-        image = open_image(root / name)
+        generator's records). A file that cannot be read as an image gets a result with its `error` instead."""
         result = {
             "file_name": name,
-            "height": image.height,
-            "width": image.width,
             "settings": self.settings,
-            "source": self._source(root / name),
+            "source": file_fingerprint(root / name),
             "process_index": self.process_index,
-            "masks": self.generator.generate(image),
         }
+        try:
+            image = open_image(root / name)
+        except ValueError as error:  # missing, not an image, truncated, too large: recorded, the batch goes on
+            result["error"] = str(error)
+        else:
+            result |= {"height": image.height, "width": image.width, "masks": self.generator.generate(image)}
         write_json_atomic(self.result_path(name), result)
         return result
 
     def label_all(self, root: Path, names: Iterable[str], progress: bool = True) -> int:
-        """Labels the images not done yet; returns how many were labelled now."""
+        """Labels the images not done yet (an unreadable file counts as done, with its error); returns how many were
+        labelled now."""
         names = list(names)
         done = 0
         for name in tqdm(names, desc="images", unit="image", disable=not progress):
@@ -132,17 +146,22 @@ class ImageLabeller:
         return done
 
     def merge(self, root: Path, names: Sequence[str]) -> dict[str, Any]:
-        """One COCO dictionary from the stored results of `names` (image ids 1.. in that order)."""
-        images, annotations = [], []
-        for image_id, name in enumerate(names, start=1):
+        """One COCO dictionary from the stored results of `names` (image ids 1.. in that order of the readable images);
+        the files that could not be read are listed with their errors in `info["failed"]`."""
+        images, annotations, failed = [], [], []
+        for name in names:
             result = self.load_result(root, name)
             if result is None:
                 raise ValueError(f"no up-to-date result for image {name!r} in {os.fspath(self.work_dir)!r}.")
+            if "error" in result:
+                failed.append({"file_name": name, "error": result["error"]})
+                continue
+            image_id = len(images) + 1
             images.append({"id": image_id, "file_name": name, "height": result["height"], "width": result["width"]})
             for record in result["masks"]:
                 annotations.append(coco_annotation(record, len(annotations) + 1, image_id))
         return {
-            "info": {"description": "SAM everything-mode masks (sam_hf)", "settings": self.settings},
+            "info": {"description": "SAM everything-mode masks (sam_hf)", "settings": self.settings, "failed": failed},
             "images": images,
             "annotations": annotations,
             "categories": [CATEGORY],

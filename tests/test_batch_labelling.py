@@ -1,0 +1,118 @@
+"""Batch labelling (`sam-hf everything DIR`, `sam_hf.annotate`) with files a real data set has: unreadable images,
+names that are not UTF-8, files replaced in place, and a umask to respect."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import PIL.Image
+import pytest
+
+from sam_hf.annotate import ImageLabeller, write_json_atomic
+from sam_hf.cli import main
+from sam_hf.data import generate_scene
+
+FLAGS = ["--points-per-side", "4", "--pred-iou-thresh", "0.5", "--stability-score-thresh", "0.7"]
+FLAGS += ["--device", "cpu", "--no-progress"]
+
+
+def save_scene(path: Path, seed: int) -> None:
+    PIL.Image.fromarray(generate_scene(seed, 96).image).save(path)
+
+
+def run_everything(directory: Path, out: Path, capsys) -> tuple[int | str, str]:
+    """Runs `sam-hf everything DIRECTORY --out OUT` in this process: (exit status or message, stderr)."""
+    try:
+        main(["everything", str(directory), "--out", str(out), *FLAGS])
+        status = 0
+    except SystemExit as exit_:
+        status = exit_.code
+    return status, capsys.readouterr().err
+
+
+def test_unreadable_files_are_recorded_and_the_rest_labelled(tmp_path, capsys) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    save_scene(images / "good.png", 1)
+    save_scene(images / os.fsdecode(b"caf\xe9.png"), 2)  # Latin-1 bytes: not valid UTF-8
+    (images / "zero.png").write_bytes(b"")
+    save_scene(images / "truncated.png", 3)
+    data = (images / "truncated.png").read_bytes()
+    (images / "truncated.png").write_bytes(data[: len(data) // 2])
+
+    out = tmp_path / "coco.json"
+    umask = os.umask(0o022)
+    try:
+        status, _ = run_everything(images, out, capsys)
+    finally:
+        os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o644  # not a temporary file's 0600
+    assert all(part.stat().st_mode & 0o777 == 0o644 for part in Path(f"{out}.parts").iterdir())
+    assert isinstance(status, str) and status.startswith("sam-hf everything: 2 of 4 files could not be read")
+    assert "truncated.png" in status and "zero.png" in status
+    coco = json.loads(out.read_text())
+    assert [image["file_name"] for image in coco["images"]] == ["caf\udce9.png", "good.png"]
+    assert [image["id"] for image in coco["images"]] == [1, 2]
+    assert {annotation["image_id"] for annotation in coco["annotations"]} <= {1, 2} and coco["annotations"]
+    failed = {item["file_name"]: item["error"] for item in coco["info"]["failed"]}
+    assert sorted(failed) == ["truncated.png", "zero.png"]
+    assert all(name in error and "cannot read" in error for name, error in failed.items())
+    # The name round-trips to the file on disk.
+    assert (images / coco["images"][0]["file_name"]).is_file()
+
+    # The failures are results too: a second run labels nothing again, and reports the same failures.
+    status_again, _ = run_everything(images, out, capsys)
+    assert status_again == status
+
+
+def test_a_file_replaced_in_place_is_labelled_again(tmp_path, capsys, monkeypatch) -> None:
+    """`cp -p` / `rsync -t` keep size and mtime: an uncompressed BMP of another scene has the same size, and the
+    modification time is copied. Only the content tells."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for name, seed in (("a.bmp", 1), ("b.bmp", 2)):
+        save_scene(images / name, seed)
+    out = tmp_path / "coco.json"
+    assert run_everything(images, out, capsys)[0] == 0
+
+    labelled = []
+    original = ImageLabeller.label
+
+    def counted(self, root, name):
+        labelled.append(name)
+        return original(self, root, name)
+
+    monkeypatch.setattr(ImageLabeller, "label", counted)
+    stat = (images / "b.bmp").stat()
+    replacement = tmp_path / "other.bmp"
+    save_scene(replacement, 3)
+    shutil.copyfile(replacement, images / "b.bmp")
+    os.utime(images / "b.bmp", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (images / "b.bmp").stat().st_size == stat.st_size
+    assert (images / "b.bmp").stat().st_mtime_ns == stat.st_mtime_ns
+
+    assert run_everything(images, out, capsys)[0] == 0
+    assert labelled == ["b.bmp"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_written_files_follow_the_umask(tmp_path, umask) -> None:
+    previous = os.umask(umask)
+    try:
+        path = tmp_path / "result.json"
+        write_json_atomic(path, {"a": 1})
+        write_json_atomic(path, {"a": 2})  # replacing keeps the mode of a new file too
+    finally:
+        os.umask(previous)
+    assert json.loads(path.read_text()) == {"a": 2}
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temporary file left
+
+
+def test_a_failed_write_leaves_no_temporary_file(tmp_path) -> None:
+    with pytest.raises(TypeError):
+        write_json_atomic(tmp_path / "result.json", {"a": object()})
+    assert list(tmp_path.iterdir()) == []
