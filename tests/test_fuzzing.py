@@ -41,8 +41,7 @@ from sam_hf.predictor import EmbeddedImage
 from sam_hf.processing.image_processing_sam import to_uint8_hwc
 from sam_hf.prompts import POINT_LABELS
 from sam_hf.text_to_mask import METHODS, TextSegmentation, segment_text
-from tests.conftest import perturb_, tiny_config
-from tests.test_text_prompts import tiny_clip_scorer, tiny_text_config
+from tests.helpers import perturb_, tiny_clip_scorer, tiny_config, tiny_text_config
 
 THOROUGH_EXAMPLES = int(os.environ.get("SAM_HF_FUZZ_EXAMPLES", "0"))  # 0: the CI sample
 HANG_SECONDS = 120  # a call still running after this is a hang (the slowest legitimate one takes ~1 s)

@@ -19,7 +19,7 @@ import PIL.Image
 import pytest
 
 from sam_hf.data import generate_scene
-from sam_hf.training.evaluate_shapes import centre_point
+from sam_hf.geometry import centre_point
 from space import app
 from tests.space_testing import bundled_segmenter, iou, running_space
 

@@ -25,7 +25,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from sam_hf.everything import decode_segmentation
-from sam_hf.training.evaluate_shapes import centre_point, tight_box
+from sam_hf.geometry import centre_point, mask_boxes
 from space import app
 from tests.space_testing import bundled_segmenter, iou, running_space, write_scene
 
@@ -62,7 +62,7 @@ def plan(directory: Path) -> list[list[Request]]:
         for index in range(IMAGES_PER_SESSION):
             path, scene, masks = write_scene(directory, 1000 + 10 * session + index, size)
             target = int(np.argmax(masks.sum(axis=(1, 2))))
-            point, box = [*centre_point(masks[target]), 1], tight_box(masks[target])
+            point, box = [*centre_point(masks[target]), 1], mask_boxes(masks[target]).tolist()
             kind = KINDS[index % len(KINDS)]
             arguments = {
                 "click": ([point], None, True, None, "auto"),

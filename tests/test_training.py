@@ -10,13 +10,12 @@ import pytest
 import torch
 from transformers import Trainer, TrainingArguments
 
-from sam_hf import SamModel
+from sam_hf import SamModel, SamProcessor
 from sam_hf.data import ShapesDataset, generate_scene
 from sam_hf.modeling.loss import sam_loss
 from sam_hf.prompts import BACKGROUND_LABEL, FOREGROUND_LABEL, NOT_A_POINT_LABEL
-from sam_hf.training.interactive import InteractiveTrainer, noisy_boxes, sample_error_points
-from sam_hf.training.shapes import bundled_processor, scene_batch
-from tests.conftest import tiny_config
+from sam_hf.training.interactive import InteractiveTrainer, interactive_batch, noisy_boxes, sample_error_points
+from tests.helpers import tiny_config
 
 
 def test_loss_matches_hand_computed_values():
@@ -99,11 +98,17 @@ def small_trainable_model() -> SamModel:
     return SamModel(tiny_config())
 
 
+def scene_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """`interactive_batch` of generated scenes 0-3 for `tiny_config()`: `(4, 3, 128, 128)`, bool `(4, 4, 128, 128)`."""
+    scenes = [generate_scene(seed) for seed in range(4)]
+    return interactive_batch([(s.image, s.masks) for s in scenes], SamProcessor.for_config(tiny_config()))
+
+
 def test_a_few_interactive_steps_lower_the_loss():
     model = small_trainable_model()
     trainer = InteractiveTrainer(model, seed=0)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-3)
-    pixel_values, gt_masks = scene_batch(list(range(4)), bundled_processor())
+    pixel_values, gt_masks = scene_batch()
     losses = []
     for _ in range(15):
         loss = trainer(pixel_values, gt_masks)
@@ -119,7 +124,7 @@ def test_transformers_trainer_and_frozen_encoder_on_cached_embeddings(tmp_path):
     changes the decoder only."""
     model = small_trainable_model()
     model.vision_encoder.requires_grad_(False)
-    pixel_values, gt_masks = scene_batch(list(range(4)), bundled_processor())
+    pixel_values, gt_masks = scene_batch()
     with torch.no_grad():
         embeddings = model.get_image_embeddings(pixel_values)
     points = torch.stack([torch.nonzero(m)[len(torch.nonzero(m)) // 2].flip(0).float() for m in gt_masks.flatten(0, 1)])

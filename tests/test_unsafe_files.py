@@ -18,7 +18,7 @@ from sam_hf import SamModel, load_sam
 from sam_hf.cli import main
 from sam_hf.clip_scoring import ClipScorer
 from sam_hf.loading import BUNDLED_CLIP_PATH
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,3 +1,5 @@
-from .scenes import COLORS, SHAPES, Scene, SceneObject, ShapesDataset, generate_scene
+"""Procedural scenes of named shapes with exact masks (`generate_scene`): data for training, tests and demos."""
 
-__all__ = ["COLORS", "SHAPES", "Scene", "SceneObject", "ShapesDataset", "generate_scene"]
+from .scenes import COLORS, HELD_OUT_SEED, SHAPES, Scene, SceneObject, ShapesDataset, generate_scene
+
+__all__ = ["COLORS", "HELD_OUT_SEED", "SHAPES", "Scene", "SceneObject", "ShapesDataset", "generate_scene"]

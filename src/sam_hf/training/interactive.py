@@ -4,17 +4,50 @@ and rounds without a new point so the model learns to refine from its own mask."
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..modeling import SamModel
 from ..modeling.loss import sam_loss
+from ..processing import SamProcessor
 from ..prompts import BACKGROUND_LABEL, FOREGROUND_LABEL, NOT_A_POINT_LABEL
 
 BOX_NOISE = 0.1  # box corners move by N(0, 10% of the side), at most 20 px, as in the paper
 BOX_NOISE_MAX = 20.0
+PROMPTS_PER_IMAGE = 4  # objects prompted per image and step (the decoder is cheap next to the encoder)
+
+
+def masks_to_input_frame(masks: np.ndarray, processor: SamProcessor) -> torch.Tensor:
+    """Bool masks `(n, H, W)` of an image -> `(n, S, S)` in the model's input frame: resized as the processor resizes
+    the image (nearest neighbour), then zero-padded at the bottom / right to its `pad_size`."""
+    image_processor = processor.image_processor
+    new_h, new_w = image_processor.resized_size(*masks.shape[-2:])
+    resized = F.interpolate(torch.from_numpy(masks)[None].float(), (new_h, new_w), mode="nearest")[0] > 0.5
+    pad = image_processor.pad_size
+    return F.pad(resized, (0, pad.width - new_w, 0, pad.height - new_h))
+
+
+def interactive_batch(
+    examples: Sequence[tuple[np.ndarray, np.ndarray]],
+    processor: SamProcessor,
+    prompts_per_image: int = PROMPTS_PER_IMAGE,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tensors `InteractiveTrainer` consumes, from `(image (H, W, 3) uint8, masks (n, H, W) bool)` examples.
+
+    Returns:
+        `pixel_values (B, 3, S, S)` and bool ground truth `(B, prompts_per_image, S, S)` in the model's input frame:
+        each image's masks in order, cycled to fill the prompt slots.
+    """
+    pixel_values = processor(images=[image for image, _ in examples])["pixel_values"]
+    gt = [
+        masks_to_input_frame(masks[np.resize(np.arange(len(masks)), prompts_per_image)], processor)
+        for _, masks in examples
+    ]
+    return pixel_values, torch.stack(gt)
 
 
 def _pixel_coordinates(flat_index: torch.Tensor, width: int) -> torch.Tensor:

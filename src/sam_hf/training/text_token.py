@@ -2,12 +2,11 @@
 **image** embedding of a mask's crop (box expanded 1-2x, square, background zeroed half the time); at inference the
 CLIP **text** embedding of a phrase takes its place, since CLIP aligns the two.
 
-    # your data: a folder of images and COCO annotations with masks (RLE or polygons), any open_clip CLIP
+    # a folder of images and COCO annotations with masks (RLE or polygons), any open_clip CLIP
     python -m sam_hf.training.text_token --model facebook/sam-vit-base --clip ViT-B-16 --pretrained laion2b_s34b_b88k \
         --images images/ --annotations annotations.json --output sam-with-text --steps 2000
-    # the bundled model's recipe (generated scenes, the bundled CLIP)
-    python -m sam_hf.training.text_token --model stage3 --clip src/sam_hf/bundled/sam-hf-shapes/clip --shapes \
-        --output src/sam_hf/bundled/sam-hf-shapes --minutes 25
+
+(The bundled model's stages on generated scenes: `python -m recipes.text_token_shapes`, from the repository root.)
 
 The CLIP tower is frozen, and the image encoder too unless `--train-image-encoder`; the text projection, the
 text-type embedding, the prompt encoder and the decoder train, on the text prompt and, so that points and boxes keep
@@ -23,19 +22,16 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import torch
-import torch.nn.functional as F
 from pycocotools.coco import COCO
 
 from ..clip_scoring import ClipScorer, region_view
 from ..configuration_sam import SamConfig
-from ..data import generate_scene
 from ..loading import open_image
 from ..modeling import SamModel
 from ..modeling.loss import sam_loss
 from ..processing import SamProcessor
-from .interactive import interactive_loss
+from .interactive import PROMPTS_PER_IMAGE, interactive_loss, masks_to_input_frame
 from .loop import add_budget_arguments, fit, save_trained
-from .shapes import IMAGE_SIZE, PROMPTS_PER_IMAGE
 
 
 def paper_view(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> PIL.Image.Image:
@@ -88,17 +84,6 @@ class TextTokenTrainer(torch.nn.Module):
         return text_loss + points_loss.total
 
 
-def masks_to_input_frame(masks: np.ndarray, processor: SamProcessor) -> torch.Tensor:
-    """Bool masks `(n, H, W)` of an image -> `(n, S, S)` in the model's input frame (resized like the image by the
-    processor, nearest neighbour, then zero-padded to S = `pad_size`)."""
-    image_processor = processor.image_processor
-    height, width = masks.shape[-2:]
-    new_h, new_w = (round(side * image_processor.longest_edge / max(height, width)) for side in (height, width))
-    resized = F.interpolate(torch.from_numpy(masks)[None].float(), (new_h, new_w), mode="nearest")[0] > 0.5
-    pad = image_processor.pad_size
-    return F.pad(resized, (0, pad - new_w, 0, pad - new_h))
-
-
 class CocoMaskedImages(torch.utils.data.Dataset):
     """A folder of images with COCO instance annotations (RLE or polygon masks), images without masks skipped:
     `data[i]` -> `(image (H, W, 3) uint8, masks (n, H, W) bool)`, cycling past the end."""
@@ -119,18 +104,6 @@ class CocoMaskedImages(torch.utils.data.Dataset):
         image = np.asarray(open_image(self.images_dir / info["file_name"]))
         annotations = self.coco.loadAnns(self.coco.getAnnIds(imgIds=image_id, iscrowd=False))
         return image, np.stack([self.coco.annToMask(annotation).astype(bool) for annotation in annotations])
-
-
-class GeneratedScenes(torch.utils.data.Dataset):
-    """Generated scenes `first_seed, first_seed + 1, ...` (the bundled recipe), endless: `data[i]` ->
-    `(image, masks)` as `CocoMaskedImages`."""
-
-    def __init__(self, first_seed: int = 0) -> None:
-        self.first_seed = first_seed
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        scene = generate_scene(self.first_seed + index, IMAGE_SIZE)
-        return scene.image, scene.masks
 
 
 def text_token_batch(
@@ -184,37 +157,43 @@ def train_text_token(
     return log
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_text_token_arguments(parser: argparse.ArgumentParser, steps: int = 2000) -> None:
+    """The command-line options of `train_from_arguments`, everything but the data: `--model`, `--clip`,
+    `--pretrained`, `--output`, `--steps` / `--minutes`, `--batch-size`, `--learning-rate`, `--seed`,
+    `--train-image-encoder`."""
     parser.add_argument("--model", required=True, help="the SAM to start from (directory or Hub id)")
     parser.add_argument("--clip", required=True, help="open_clip model name, 'hf-hub:...' or a ClipScorer directory")
     parser.add_argument("--pretrained", help="open_clip pretrained tag or checkpoint, with a model name")
     parser.add_argument("--output", required=True)
-    data = parser.add_mutually_exclusive_group(required=True)
-    data.add_argument("--images", help="folder of images named by --annotations")
-    data.add_argument("--shapes", action="store_true", help="generated scenes (the bundled recipe)")
-    parser.add_argument("--annotations", help="COCO instance annotations with masks, for --images")
-    add_budget_arguments(parser, steps=2000)
+    add_budget_arguments(parser, steps=steps)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-image-encoder", action="store_true", help="fine-tune the image encoder too")
-    parser.add_argument("--first-example", type=int, default=0, help="--shapes: seed of the first scene")
-    args = parser.parse_args(argv)
-    if args.images and not args.annotations:
-        parser.error("--images needs --annotations")
+
+
+def train_from_arguments(args: argparse.Namespace, data: torch.utils.data.Dataset) -> list[dict]:
+    """`train_text_token` on `data` with the model, CLIP and settings of `add_text_token_arguments`' options."""
     clip = (
         ClipScorer.from_pretrained(args.clip)
         if Path(args.clip).is_dir()
         else ClipScorer.from_open_clip(args.clip, args.pretrained)
     )
-    data = GeneratedScenes(args.first_example) if args.shapes else CocoMaskedImages(args.images, args.annotations)
     model = SamModel.from_pretrained(args.model)
     processor = SamProcessor.from_pretrained(args.model)
-    train_text_token(
+    return train_text_token(
         model, processor, clip, data, args.output, args.steps, args.minutes, args.batch_size, args.learning_rate,
         seed=args.seed, train_image_encoder=args.train_image_encoder,
     )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_text_token_arguments(parser)
+    parser.add_argument("--images", required=True, help="folder of images named by --annotations")
+    parser.add_argument("--annotations", required=True, help="COCO instance annotations with masks")
+    args = parser.parse_args(argv)
+    train_from_arguments(args, CocoMaskedImages(args.images, args.annotations))
 
 
 if __name__ == "__main__":

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from ..configuration_sam import SamConfig
-from ..data import generate_scene
-from ..processing import SamProcessor
+from sam_hf import SamConfig, SamProcessor
+from sam_hf.data import generate_scene
+from sam_hf.training import interactive_batch
 
 IMAGE_SIZE = 128
-PROMPTS_PER_IMAGE = 4  # every object of a scene is prompted each step (the decoder is cheap next to the encoder)
-HELD_OUT_SEED = 1_000_000_000  # evaluation scenes start here; training seeds stay far below
 
 
 def bundled_config() -> SamConfig:
@@ -39,10 +36,18 @@ def bundled_processor() -> SamProcessor:
 
 
 def scene_batch(seeds: list[int], processor: SamProcessor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`pixel_values (B, 3, 128, 128)` and bool ground truth `(B, PROMPTS_PER_IMAGE, 128, 128)`: each scene's objects,
-    cycled to fill the prompt slots."""
+    """`interactive_batch` of the scenes `seeds`: `pixel_values (B, 3, 128, 128)`, bool `(B, 4, 128, 128)`."""
     scenes = [generate_scene(seed, IMAGE_SIZE) for seed in seeds]
-    pixel_values = processor(images=[scene.image for scene in scenes])["pixel_values"]
-    masks = [np.resize(np.arange(len(scene.objects)), PROMPTS_PER_IMAGE) for scene in scenes]
-    gt = np.stack([scene.masks[order] for scene, order in zip(scenes, masks, strict=True)])
-    return pixel_values, torch.from_numpy(gt)
+    return interactive_batch([(scene.image, scene.masks) for scene in scenes], processor)
+
+
+class GeneratedScenes(torch.utils.data.Dataset):
+    """Generated scenes `first_seed, first_seed + 1, ...`, endless: `data[i]` -> `(image, masks)`, the examples
+    `sam_hf.training.train_text_token` reads."""
+
+    def __init__(self, first_seed: int = 0) -> None:
+        self.first_seed = first_seed
+
+    def __getitem__(self, index: int):
+        scene = generate_scene(self.first_seed + index, IMAGE_SIZE)
+        return scene.image, scene.masks

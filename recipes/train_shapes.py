@@ -1,9 +1,10 @@
 """Train the bundled small SAM on generated scenes (seeded; CPU-friendly, faster on a GPU).
 
-    python -m sam_hf.training.train_shapes --output src/sam_hf/bundled/sam-hf-shapes --minutes 45
-    accelerate launch -m sam_hf.training.train_shapes --output ...      # several GPUs / processes
+    python -m recipes.train_shapes --output stage1 --minutes 45        # from the repository root
+    accelerate launch -m recipes.train_shapes --output ...            # several GPUs / processes
 
-Every step encodes a batch of fresh scenes once and runs one simulated interaction per object (`interactive.py`).
+Every step encodes a batch of fresh scenes once and runs one simulated interaction per object
+(`sam_hf.training.interactive`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from ..modeling import SamModel
-from .interactive import InteractiveTrainer
-from .loop import add_budget_arguments, fit, save_trained
+from sam_hf import SamModel
+from sam_hf.training import InteractiveTrainer, add_budget_arguments, fit, save_trained
+
 from .shapes import bundled_config, bundled_processor, scene_batch
 
 

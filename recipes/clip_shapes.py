@@ -1,7 +1,7 @@
 """Train the bundled model's small CLIP (open_clip architecture) contrastively on generated-scene crops and their
 names ("red circle", ..., and "background" for regions without an object), seeded and CPU-friendly:
 
-    python -m sam_hf.training.clip_shapes --output src/sam_hf/bundled/sam-hf-shapes/clip --minutes 10
+    python -m recipes.clip_shapes --output sam-hf-shapes-clip --minutes 10      # from the repository root
 
 Each step embeds a batch of region views (the paper's crops: box expanded 1-2x, square, background zeroed half the
 time; and the blurred-context / grey views that zero-shot scoring uses) and the whole name vocabulary, with a
@@ -21,11 +21,11 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from ..clip_scoring import ClipScorer, region_view
-from ..data import COLORS, SHAPES, generate_scene
-from .loop import add_budget_arguments, fit
-from .shapes import HELD_OUT_SEED, IMAGE_SIZE
-from .text_token import paper_view
+from sam_hf.clip_scoring import ClipScorer, region_view
+from sam_hf.data import COLORS, HELD_OUT_SEED, SHAPES, generate_scene
+from sam_hf.training import add_budget_arguments, fit, paper_view
+
+from .shapes import IMAGE_SIZE
 
 BACKGROUND_NAME = "background"
 NAMES = [f"{color} {shape}" for color, shape in product(COLORS, SHAPES)] + [BACKGROUND_NAME]

@@ -1,0 +1,140 @@
+"""Plain helpers shared by the tests (fixtures live in conftest.py): small model configs, weight perturbation, the
+tiny CLIP, generated stand-ins for photos, and the README's photos for the tests that use them as extras."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+from sam_hf import SamConfig
+from sam_hf.clip_scoring import ClipScorer
+from sam_hf.data import generate_scene
+
+# The README's photos (dog.jpg, truck.jpg, groceries.jpg): beside the repository in this project's workspace, or
+# wherever SAM_HF_PHOTOS points.
+PHOTOS = Path(os.environ.get("SAM_HF_PHOTOS", Path(__file__).resolve().parents[2] / "shared" / "images"))
+
+# A small official-architecture SAM: 256 input, 16x16 tokens (padded to 21x21 by the 7x7 windows), 2 blocks.
+SMALL = {"image_size": 256, "embed_dim": 64, "depth": 2, "heads": 2, "window": 7, "global": [1], "prompt_dim": 256}
+
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
+    "text_cfg": {"context_length": 12, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
+}
+
+
+def photo(name: str) -> Path:
+    """The path of the README photo `name`. A missing photo fails the test under `CI=true` (CI must check what the
+    README claims) and skips it elsewhere, with the reason."""
+    path = PHOTOS / name
+    if not path.is_file():
+        reason = f"{path} is missing (set SAM_HF_PHOTOS to the folder of dog.jpg, truck.jpg, groceries.jpg)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+def scene_image(seed: int, height: int, width: int) -> np.ndarray:
+    """A photo stand-in of any size, `(height, width, 3)` uint8: a generated scene (textured, occluding shapes on a
+    cluttered background) drawn at the longer side and cropped to the shorter."""
+    return generate_scene(seed, max(height, width)).image[:height, :width]
+
+
+def perturb_(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Adds 0.02 * randn to every parameter: zero/one-initialised tables would hide key-mapping mistakes."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.02 * torch.randn(parameter.shape, generator=generator))
+    return model.eval()
+
+
+def small_official_sam() -> Sam:
+    """The official `Sam` at the `SMALL` size, default (random) initialisation."""
+    embedding_size = SMALL["image_size"] // 16
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=SMALL["image_size"],
+            embed_dim=SMALL["embed_dim"],
+            depth=SMALL["depth"],
+            num_heads=SMALL["heads"],
+            window_size=SMALL["window"],
+            global_attn_indexes=SMALL["global"],
+            out_chans=SMALL["prompt_dim"],
+            norm_layer=lambda dim: torch.nn.LayerNorm(dim, eps=1e-6),
+            qkv_bias=True,
+            use_rel_pos=True,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=SMALL["prompt_dim"],
+            image_embedding_size=(embedding_size, embedding_size),
+            input_image_size=(SMALL["image_size"], SMALL["image_size"]),
+            mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=SMALL["prompt_dim"], mlp_dim=2048, num_heads=8),
+            transformer_dim=SMALL["prompt_dim"],
+        ),
+    )
+
+
+def small_sam_config() -> SamConfig:
+    """The sam_hf config of `small_official_sam()`."""
+    return SamConfig(
+        vision_config={
+            "image_size": SMALL["image_size"],
+            "hidden_size": SMALL["embed_dim"],
+            "num_hidden_layers": SMALL["depth"],
+            "num_attention_heads": SMALL["heads"],
+            "window_size": SMALL["window"],
+            "global_attn_indexes": SMALL["global"],
+        },
+        prompt_encoder_config={"image_size": SMALL["image_size"]},
+    )
+
+
+def tiny_config() -> SamConfig:
+    """A fast model for API, input-checking and training tests: 128 input, 2 blocks of width 32, 64-wide decoder."""
+    return SamConfig(
+        vision_config={
+            "image_size": 128,
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "window_size": 4,
+            "global_attn_indexes": [1],
+            "output_channels": 64,
+            "num_pos_feats": 32,
+        },
+        prompt_encoder_config={"image_size": 128, "hidden_size": 64},
+        mask_decoder_config={"hidden_size": 64, "mlp_dim": 128, "num_attention_heads": 2, "iou_head_hidden_dim": 64},
+    )
+
+
+def tiny_text_config(**text: object) -> SamConfig:
+    """`tiny_config()` with a text encoder holding `TINY_CLIP`'s text tower (`text`: more text-config fields)."""
+    config = tiny_config()
+    return SamConfig(
+        vision_config=config.vision_config,
+        prompt_encoder_config=config.prompt_encoder_config,
+        mask_decoder_config=config.mask_decoder_config,
+        text_config={"clip_architecture": TINY_CLIP, **text},
+    )
+
+
+def tiny_clip_scorer(**settings: object) -> ClipScorer:
+    """A `ClipScorer` around a seeded random `TINY_CLIP` (`settings`: more `ClipScorer` arguments)."""
+    torch.manual_seed(0)
+    model = open_clip.model.CLIP(**TINY_CLIP)
+    tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=12)
+    transform = open_clip.image_transform(32, is_train=False)
+    return ClipScorer(model, transform, tokenizer, architecture=TINY_CLIP, **settings)
