@@ -20,7 +20,7 @@ LOW = {"points_per_side": 3, "pred_iou_thresh": 0.0, "stability_score_thresh": 0
 def saved(tmp_path_factory, small_pair) -> tuple[str, SamProcessor]:
     """The small sam_hf model and its 256-pixel processor, saved to a directory."""
     path = tmp_path_factory.mktemp("sam_hf_small")
-    processor = SamProcessor(SamImageProcessor(longest_edge=256, pad_size=256))
+    processor = SamProcessor(SamImageProcessor(size={"longest_edge": 256}, pad_size=256))
     small_pair[1].save_pretrained(path)
     processor.save_pretrained(path)
     return str(path), processor
@@ -103,7 +103,7 @@ def test_promptable_from_directory_matches_model(saved, small_pair):
 
 def test_promptable_errors(small_pair):
     pipe = transformers.pipeline("promptable-mask-generation", model=small_pair[1])
-    assert pipe.image_processor.pad_size == 256  # built from the model's config
+    assert pipe.image_processor.pad_size == {"height": 256, "width": 256}  # built from the model's config
     with pytest.raises(ValueError, match="points and/or boxes"):
         pipe(IMAGE)
     with pytest.raises(ValueError, match="needs clip"):

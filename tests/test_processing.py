@@ -19,8 +19,8 @@ from transformers import SamProcessor as TransformersSamProcessor
 
 from sam_hf.processing import SamImageProcessor, SamProcessor, register_auto_classes
 from sam_hf.prompts import FOREGROUND_LABEL, PAD_LABEL
+from tests.helpers import photo, scene_image
 
-DOG = Path(__file__).resolve().parents[1].parent / "shared" / "images" / "dog.jpg"
 # landscape, odd, portrait, tiny, downscaled, and a height of exactly 2.5 after scaling (int(x + 0.5), not round)
 SIZES = [(480, 640), (333, 517), (700, 301), (7, 5), (1300, 900), (5, 2048)]
 _DEFAULTS = inspect.signature(Sam.__init__).parameters
@@ -64,14 +64,20 @@ def test_pixel_values_match_official(height, width):
     assert out["original_sizes"].dtype == out["reshaped_input_sizes"].dtype == torch.int64
 
 
-def test_real_photo_matches_official():
-    if not DOG.exists():
-        pytest.skip(f"{DOG} is missing")
-    photo = PIL.Image.open(DOG)
-    expected = official_pixel_values(np.asarray(photo.convert("RGB")))
+@pytest.mark.parametrize("source", ["scene", "photo"])
+def test_jpeg_file_matches_official(source, tmp_path):
+    """An opened JPEG file, as PIL image and as array: a generated scene saved as JPEG, and the README's dog photo as
+    an extra."""
+    if source == "scene":
+        path = tmp_path / "scene.jpg"
+        PIL.Image.fromarray(scene_image(2, 534, 800)).save(path, quality=90)
+    else:
+        path = photo("dog.jpg")
+    image = PIL.Image.open(path)
+    expected = official_pixel_values(np.asarray(image.convert("RGB")))
     processor = SamImageProcessor()
-    assert max_diff(processor(photo)["pixel_values"], expected) <= 1e-6
-    assert max_diff(processor(np.asarray(photo))["pixel_values"], expected) <= 1e-6
+    assert max_diff(processor(image)["pixel_values"], expected) <= 1e-6
+    assert max_diff(processor(np.asarray(image))["pixel_values"], expected) <= 1e-6
 
 
 def test_input_forms_agree_with_official():
@@ -125,10 +131,37 @@ def test_batch_of_different_sizes():
 
 def test_custom_sizes_and_statistics_match_official():
     mean, std = [100.0, 110.5, 120.25], [50.0, 60.0, 70.0]
-    processor = SamImageProcessor(longest_edge=512, pad_size=640, image_mean=mean, image_std=std)
     image = random_image(333, 517, seed=5)
     expected = official_pixel_values(image, longest_edge=512, sam=official_sam(640, mean, std))
-    assert max_diff(processor(image)["pixel_values"], expected) <= 1e-6
+    processor = SamImageProcessor(
+        size={"longest_edge": 512},
+        pad_size={"height": 640, "width": 640},
+        image_mean=[m / 255 for m in mean],
+        image_std=[s / 255 for s in std],
+    )
+    assert torch.equal(processor(image)["pixel_values"], expected)
+    # sam_hf's older layout: `longest_edge`, an integer `pad_size`, statistics on the 0-255 scale.
+    legacy = SamImageProcessor(longest_edge=512, pad_size=640, image_mean=mean, image_std=std)
+    assert legacy.to_dict() == processor.to_dict()
+    assert torch.equal(legacy(image)["pixel_values"], expected)
+
+
+def test_default_statistics_are_imagenet_on_the_0_1_scale():
+    """Regression: transformers-style options without statistics once gave mean/std multiplied by 255."""
+    processor = SamImageProcessor(size={"longest_edge": 1024})
+    assert processor.image_mean == (0.485, 0.456, 0.406) and processor.image_std == (0.229, 0.224, 0.225)
+    image = random_image(48, 64, seed=12)
+    assert torch.equal(processor(image)["pixel_values"], official_pixel_values(image))
+
+
+def test_bundled_legacy_config_loads_with_equal_pixels():
+    """The bundled model's processor was saved in sam_hf's older layout (`longest_edge`, 0-255 statistics)."""
+    path = Path(__file__).resolve().parents[1] / "src" / "sam_hf" / "bundled" / "sam-hf-shapes"
+    loaded = SamProcessor.from_pretrained(path)
+    assert loaded.image_processor.size == {"longest_edge": 128}
+    assert loaded.image_processor.pad_size == {"height": 128, "width": 128}
+    image = random_image(90, 70, seed=13)
+    assert torch.equal(loaded(image)["pixel_values"], official_pixel_values(image, 128, official_sam(128)))
 
 
 @pytest.mark.parametrize(("height", "width"), SIZES)
@@ -208,24 +241,28 @@ def test_post_process_masks_match_official():
 
 
 def test_image_processor_save_load_round_trip(tmp_path):
-    processor = SamImageProcessor(longest_edge=512, pad_size=640, image_mean=[1.0, 2.0, 3.0], image_std=[4.0, 5, 6])
+    processor = SamImageProcessor(
+        size={"longest_edge": 512}, pad_size={"height": 640, "width": 600}, image_mean=[0.1, 0.2, 0.3], image_std=0.5
+    )
     processor.save_pretrained(tmp_path)
     loaded = SamImageProcessor.from_pretrained(tmp_path)
     assert type(loaded) is SamImageProcessor
     assert loaded.to_dict() == processor.to_dict()
     image = random_image(40, 30, seed=10)
     assert torch.equal(loaded(image)["pixel_values"], processor(image)["pixel_values"])
-    overridden = SamImageProcessor.from_pretrained(tmp_path, longest_edge=256, pad_size=320)
-    assert (overridden.longest_edge, overridden.pad_size) == (256, 320)
+    overridden = SamImageProcessor.from_pretrained(tmp_path, size={"longest_edge": 256}, pad_size=320)
+    assert (overridden.size["longest_edge"], overridden.pad_size) == (256, {"height": 320, "width": 320})
     assert overridden.image_mean == processor.image_mean
-    with pytest.raises(ValueError, match="longest_edge"):  # overrides are validated like constructor arguments
-        SamImageProcessor.from_pretrained(tmp_path, longest_edge=1024)
+    legacy_override = SamImageProcessor.from_pretrained(tmp_path, longest_edge=300)
+    assert legacy_override.size == {"longest_edge": 300} and legacy_override.image_std == 0.5
+    with pytest.raises(ValueError, match="size"):  # overrides are validated like constructor arguments
+        SamImageProcessor.from_pretrained(tmp_path, size={"longest_edge": 1024})
 
 
 def test_processor_save_load_round_trip_and_auto_classes(tmp_path):
     register_auto_classes()
     register_auto_classes()  # idempotent
-    processor = SamProcessor(SamImageProcessor(longest_edge=256, pad_size=256))
+    processor = SamProcessor(SamImageProcessor(size={"longest_edge": 256}, pad_size=256))
     processor.save_pretrained(tmp_path)
     for loaded in (SamProcessor.from_pretrained(tmp_path), AutoProcessor.from_pretrained(tmp_path)):
         assert type(loaded) is SamProcessor
@@ -275,7 +312,9 @@ def test_bad_images_raise(case):
 
 ONE_IMAGE = {"original_sizes": [[100, 200]]}
 BAD_PROMPTS = {  # case: (prompts, error, start of the message)
-    "points_missing_batch_level": (dict(input_points=[[[1, 2]]]), ValueError, "input_points has too few"),
+    "points_missing_two_levels": (dict(input_points=[[1, 2]]), ValueError, "input_points has too few"),
+    "boxes_missing_batch_level": (dict(input_boxes=[[1, 2, 3, 4]]), ValueError, "input_boxes has too few"),
+    "boxes_too_deep": (dict(input_boxes=[[[[[1, 2, 3, 4]]]]]), ValueError, "input_boxes has too many"),
     "points_too_deep": (dict(input_points=[[[[[1, 2]]]]]), ValueError, "input_points has too many"),
     "points_three_coordinates": (dict(input_points=[[[[1, 2, 3]]]]), ValueError, "input_points entries must have 2"),
     "points_non_numeric": (dict(input_points=[[[["a", 2]]]]), TypeError, "input_points must contain numbers"),
@@ -341,11 +380,13 @@ def test_bad_calls_raise():
     with pytest.raises(ValueError, match="Nothing to process"):
         SamProcessor()()
     with pytest.raises(ValueError, match="return_tensors"):
-        SamImageProcessor()(np.zeros((5, 6, 3), np.uint8), return_tensors="np")
-    with pytest.raises(ValueError, match="longest_edge"):
-        SamImageProcessor(longest_edge=2048, pad_size=1024)
-    with pytest.raises(ValueError, match="unknown options"):
-        SamImageProcessor(do_resize=False)
+        SamImageProcessor()(np.zeros((5, 6, 3), np.uint8), return_tensors="tf")
+    with pytest.raises(ValueError, match="size longest_edge 2048 does not fit in pad_size"):
+        SamImageProcessor(size={"longest_edge": 2048}, pad_size=1024)
+    with pytest.raises(ValueError, match="cannot honour"):
+        SamImageProcessor(do_center_crop=True)
+    with pytest.raises(TypeError, match="unknown options"):
+        SamImageProcessor()(np.zeros((5, 6, 3), np.uint8), foo=1)
     with pytest.raises(TypeError, match="image_processor"):
         SamProcessor(SamImageProcessorPil())
 

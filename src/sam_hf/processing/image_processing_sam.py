@@ -1,8 +1,9 @@
-"""Image processor of sam_hf: the official `SamPredictor` preprocessing (PIL resize of the longest side, 0-255
-normalisation, bottom/right zero padding) and `Sam.postprocess_masks`, bit for bit, behind the transformers API.
+"""Image processor of sam_hf: transformers' `SamImageProcessor`, option for option, computed so that with the default
+options its pixels equal the official `SamPredictor` preprocessing (PIL resize of the longest side, normalisation,
+bottom/right zero padding) bit for bit, and `post_process_masks` equals `Sam.postprocess_masks`.
 
-transformers resolves saved image processors by class name and ships its own `SamImageProcessor` (0-1 scale, other
-config keys), so the class is named `SamHfImageProcessor` and exported under both names.
+transformers resolves saved image processors by class name and ships its own `SamImageProcessor`, so the class is
+named `SamHfImageProcessor` and exported under both names.
 """
 
 from __future__ import annotations
@@ -14,204 +15,197 @@ import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.functional import resize as tv_resize
 from transformers import BaseImageProcessor, BatchFeature
-from transformers.processing_utils import ImagesKwargs
+from transformers.image_utils import PILImageResampling, SizeDict
 
-# The official `Sam` defaults, on the 0-255 scale.
-OFFICIAL_PIXEL_MEAN = (123.675, 116.28, 103.53)
-OFFICIAL_PIXEL_STD = (58.395, 57.12, 57.375)
-
-MAX_SIDE = 2**31  # image sides must be below this (PIL's own limit): larger "sizes" are mistakes
-
-IMAGES_FORM = (
-    "a PIL image, an HxWxC / CxHxW uint8 array or tensor (C in 1, 3, 4; float in [0, 1] also accepted), "
-    "an HxW grayscale array, or a non-empty list of those"
+from .image_inputs import (
+    IMAGES_FORM,
+    MAPS_FORM,
+    as_list,
+    check_sizes,
+    get_preprocess_shape,
+    pil_to_rgb,
+    to_label_map,
+    to_uint8_hwc,
 )
+from .image_options import DEFAULTS, SamImagesKwargs, check_options, drop_no_ops, height_width_size, upgrade_legacy
+
+__all__ = ["SamHfImageProcessor", "SamImageProcessor", "get_preprocess_shape", "pil_to_rgb", "to_uint8_hwc"]
+
+RETURN_TENSORS = ("pt", "np")
 
 
-def get_preprocess_shape(height: int, width: int, longest_edge: int) -> tuple[int, int]:
-    """Size `(new_height, new_width)` of an image resized so that its longest side is `longest_edge` (official
-    `ResizeLongestSide.get_preprocess_shape`), at least 1 pixel per side (the official rounds a side of extreme
-    aspect ratios, e.g. 1 x 5000, down to 0 and fails)."""
-    scale = longest_edge * 1.0 / max(height, width)
-    return max(int(height * scale + 0.5), 1), max(int(width * scale + 0.5), 1)
-
-
-def check_sizes(name: str, sizes: Any) -> torch.Tensor:
-    """`(batch_size, 2)` positive integer (height, width) sizes -> int64 tensor, or a `ValueError` naming `name`."""
-    try:
-        array = np.asarray(sizes, dtype=np.float64)
-    except (TypeError, ValueError, OverflowError) as err:
-        raise ValueError(f"{name} must be (batch_size, 2) sizes as (height, width), got {sizes!r}.") from err
-    if (
-        array.ndim != 2
-        or array.shape[1] != 2
-        or not (np.isfinite(array) & (array > 0) & (array < MAX_SIDE) & (array == array.round())).all()
-    ):
+def _pad(tensor: torch.Tensor, pad_size: SizeDict, name: str) -> torch.Tensor:
+    """Zero-pads `(..., h, w)` at the bottom / right to `pad_size`."""
+    height, width = tensor.shape[-2:]
+    if height > pad_size.height or width > pad_size.width:
         raise ValueError(
-            f"{name} must be (batch_size, 2) positive integer sizes (< {MAX_SIDE}) as (height, width), got {sizes!r}."
+            f"An image of {height}x{width} (after resizing) does not fit in {name} {dict(pad_size)}: "
+            f"raise {name} or resize to a smaller longest edge."
         )
-    return torch.as_tensor(array, dtype=torch.int64)
-
-
-def pil_to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
-    """Any PIL mode -> RGB: 16/32-bit grayscale scaled to 8 bits (PIL's own conversion clips it to white), palette
-    with transparency through RGBA, alpha dropped, CMYK / YCbCr / grayscale converted."""
-    if 0 in image.size:  # nothing to scale (and no maximum); refused as empty by the caller
-        return image.convert("RGB")
-    if image.mode.startswith("I;16") or (image.mode == "I" and np.asarray(image).max() > 255):
-        # 16-bit files; a 32-bit "I" image within 0-255 (e.g. converted from 8 bits) is left to PIL.
-        array = np.asarray(image).astype(np.float64)
-        top = max(65535.0, float(array.max()))
-        image = PIL.Image.fromarray(np.clip(array / top * 255 + 0.5, 0, 255).astype(np.uint8))
-    elif image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    return image.convert("RGB")
-
-
-def to_uint8_hwc(image: Any, do_convert_rgb: bool) -> np.ndarray:
-    """One input image -> an RGB uint8 array of shape (H, W, 3), the input of the official `apply_image`."""
-    if isinstance(image, PIL.Image.Image):
-        if do_convert_rgb and image.mode != "RGB":
-            image = pil_to_rgb(image)
-        array = np.asarray(image)
-    elif isinstance(image, (np.ndarray, torch.Tensor)):
-        is_tensor = isinstance(image, torch.Tensor)
-        if is_tensor:
-            image = image.detach().cpu()
-            image = image.float() if image.is_floating_point() else image  # numpy has no bfloat16
-        array = np.asarray(image)
-        if array.ndim == 3:
-            channels_last = array.shape[-1] in (1, 3, 4)
-            channels_first = array.shape[0] in (1, 3, 4)
-            # A tensor is CxHxW unless only its last axis looks like channels; an array is HxWxC unless only the first.
-            if channels_first and (is_tensor or not channels_last):
-                array = array.transpose(1, 2, 0)
-            elif not channels_last:
-                raise ValueError(
-                    f"images must have 1, 3 or 4 channels, got shape {array.shape}; expected {IMAGES_FORM}."
-                )
-        elif array.ndim != 2:
-            raise ValueError(f"images must be 2-D or 3-D per image, got shape {array.shape}; expected {IMAGES_FORM}.")
-    else:
-        raise TypeError(f"images must be {IMAGES_FORM}; got {type(image).__name__}.")
-
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"images must not be empty, got an image of shape {array.shape}.")
-    if array.dtype.kind == "f":
-        if not np.isfinite(array).all():
-            raise ValueError("images contain NaN or infinite values.")
-        if array.min() < 0 or array.max() > 1:
-            raise ValueError("float images must be in [0, 1]; pass uint8 for 0-255 pixels.")
-        # The official pipeline resizes uint8 PIL images, so floats are quantised first.
-        array = np.round(array * 255).astype(np.uint8)
-    elif array.dtype != np.uint8:
-        raise TypeError(f"images must be uint8 (or float in [0, 1]), got dtype {array.dtype}.")
-    if array.ndim == 2:
-        array = array[..., None]
-    if array.shape[-1] != 3:
-        if not do_convert_rgb:
-            raise ValueError(f"images must have 3 channels when do_convert_rgb=False, got shape {array.shape}.")
-        array = np.repeat(array, 3, axis=-1) if array.shape[-1] == 1 else array[..., :3]
-    return np.ascontiguousarray(array)
-
-
-class SamImagesKwargs(ImagesKwargs, total=False):
-    """Names `from_pretrained(..., **kwargs)` may override (transformers' own plus `longest_edge`)."""
-
-    longest_edge: int
+    return F.pad(tensor, (0, pad_size.width - width, 0, pad_size.height - height))
 
 
 class SamHfImageProcessor(BaseImageProcessor):
-    r"""Resizes the longest side to `longest_edge` with PIL bilinear (as the official `ResizeLongestSide.apply_image`),
-    normalises `(pixels - image_mean) / image_std` on the 0-255 scale in float32 and zero-pads bottom/right to
-    `pad_size` x `pad_size` (as `Sam.preprocess`).
+    r"""transformers' `SamImageProcessor`: resizes the longest side to `size["longest_edge"]` with PIL, rescales,
+    normalises and zero-pads bottom/right to `pad_size`; segmentation maps go the same way (nearest neighbour,
+    `mask_size`, `mask_pad_size`, no rescale / normalisation) into `labels`.
+
+    With the defaults, `pixel_values` equal the official `ResizeLongestSide` + `Sam.preprocess` bit for bit: rescaling
+    and normalising together is computed as `(pixels - mean / rescale_factor) / (std / rescale_factor)` on the 0-255
+    scale in float32, the official operation.
 
     Args:
-        longest_edge: target length of the longest image side.
-        pad_size: side of the square model input; must be >= `longest_edge` (the model's `image_size`).
-        image_mean / image_std: per-channel RGB statistics on the 0-255 scale.
+        do_resize: resize the longest side to `size["longest_edge"]` (`int(side * scale + 0.5)`, as the official).
+        size: `{"longest_edge": int}`.
+        resample: PIL filter of the image resize (`PILImageResampling`; bilinear as the official).
+        do_rescale: multiply the pixels by `rescale_factor`.
+        rescale_factor: scale of the rescaling (1/255: 0-255 -> 0-1).
+        do_normalize: subtract `image_mean` and divide by `image_std` (on the rescaled scale).
+        image_mean / image_std: one number or 3 per-channel RGB numbers; ImageNet's (the official SAM statistics).
+        do_pad: zero-pad bottom/right to `pad_size`.
+        pad_size: `{"height": int, "width": int}` (or one integer for a square); the model's input is square.
+        mask_size / mask_pad_size: the same for `segmentation_maps` (the model's low-resolution mask size).
         do_convert_rgb: convert grayscale / palette / RGBA / CMYK images (and 1- or 4-channel arrays) to RGB.
 
-    A transformers SAM image processor config (`facebook/sam-vit-*`: `size`, `pad_size` dict, 0-1 statistics and
-    `rescale_factor`) is translated on load.
+    sam_hf's older layout (`longest_edge`, an integer `pad_size`, 0-255 statistics) still loads.
     """
 
     valid_kwargs = SamImagesKwargs
 
     def __init__(
         self,
-        longest_edge: int = 1024,
-        pad_size: int = 1024,
-        image_mean: Sequence[float] = OFFICIAL_PIXEL_MEAN,
-        image_std: Sequence[float] = OFFICIAL_PIXEL_STD,
-        do_convert_rgb: bool = True,
+        do_resize: bool | None = None,
+        size: dict[str, int] | None = None,
+        resample: PILImageResampling | int | None = None,
+        do_rescale: bool | None = None,
+        rescale_factor: float | None = None,
+        do_normalize: bool | None = None,
+        image_mean: float | Sequence[float] | None = None,
+        image_std: float | Sequence[float] | None = None,
+        do_pad: bool | None = None,
+        pad_size: dict[str, int] | int | None = None,
+        mask_size: dict[str, int] | None = None,
+        mask_pad_size: dict[str, int] | int | None = None,
+        do_convert_rgb: bool | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.pop("image_processor_type", None)  # written by `to_dict`
         kwargs.pop("processor_class", None)
-        if "size" in kwargs:  # transformers' SAM layout
-            longest_edge = kwargs.pop("size")["longest_edge"]
-            pad_size = pad_size["height"] if isinstance(pad_size, dict) else pad_size
-            rescale_factor = kwargs.pop("rescale_factor", 1 / 255)
-            scale = 1 / rescale_factor if kwargs.pop("do_rescale", True) else 1.0
-            image_mean = [round(m * scale, 6) for m in image_mean]
-            image_std = [round(s * scale, 6) for s in image_std]
-            # What sam_hf always does (bilinear resize, normalise, pad) and segmentation-map settings it does not use.
-            for ignored in ("do_resize", "do_normalize", "do_pad", "resample", "mask_size", "mask_pad_size"):
-                kwargs.pop(ignored, None)
-        if kwargs:
-            raise ValueError(f"SamImageProcessor got unknown options {sorted(kwargs)}.")
-        if not (isinstance(longest_edge, int) and isinstance(pad_size, int) and 0 < longest_edge <= pad_size):
-            raise ValueError(f"Need integers 0 < longest_edge <= pad_size, got {longest_edge} and {pad_size}.")
-        if len(image_mean) != 3 or len(image_std) != 3 or min(image_std) <= 0:
-            raise ValueError(f"image_mean / image_std must be 3 values (std > 0), got {image_mean} / {image_std}.")
+        given = {name: value for name, value in locals().items() if name in DEFAULTS}
+        options = drop_no_ops(upgrade_legacy({**{k: v for k, v in given.items() if v is not None}, **kwargs}))
         super().__init__()
-        self.longest_edge = longest_edge
-        self.pad_size = pad_size
-        self.image_mean = [float(m) for m in image_mean]
-        self.image_std = [float(s) for s in image_std]
-        self.do_convert_rgb = do_convert_rgb
+        for name, value in check_options({**DEFAULTS, **options}).items():
+            setattr(self, name, value)
 
-    def preprocess(self, images: Any, return_tensors: str = "pt") -> BatchFeature:
+    @classmethod
+    def from_dict(cls, image_processor_dict: dict[str, Any], **kwargs: Any) -> Any:
+        """As transformers' (options in `kwargs` override the saved ones, other kwargs are ignored), with a saved
+        config of sam_hf's older layout translated first, so that an override in either layout applies."""
+        saved = upgrade_legacy({k: v for k, v in image_processor_dict.items() if k != "image_processor_type"})
+        if "longest_edge" in kwargs:
+            kwargs["size"] = {"longest_edge": kwargs.pop("longest_edge")}
+        return super().from_dict(saved, **kwargs)
+
+    def _options(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(overrides) - set(DEFAULTS))
+        if unknown:
+            raise TypeError(f"SamImageProcessor got unknown options {unknown}; it takes {sorted(DEFAULTS)}.")
+        return check_options({**{name: getattr(self, name) for name in DEFAULTS}, **overrides})
+
+    def resized_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) of an image of `height` x `width` after this processor's resizing (none if `do_resize` is
+        off)."""
+        return get_preprocess_shape(height, width, self.size["longest_edge"]) if self.do_resize else (height, width)
+
+    def check_model_input(self, image_size: int) -> None:
+        """Raises a `ValueError` unless this processor produces the `image_size` x `image_size` input of a model
+        (`config.vision_config.image_size`): padding on, to that square."""
+        if not (self.do_pad and self.pad_size == SizeDict(height=image_size, width=image_size)):
+            raise ValueError(
+                f"The processor pads to {dict(self.pad_size)} (do_pad={self.do_pad}), but the model takes "
+                f"{image_size}x{image_size} images: use SamProcessor.for_config(model.config) or pad_size="
+                f"{{'height': {image_size}, 'width': {image_size}}}."
+            )
+
+    def _image(self, image: np.ndarray, options: dict[str, Any]) -> torch.Tensor:
+        """RGB uint8 `(H, W, 3)` -> `(3, h, w)` resized, rescaled, normalised (float32; uint8 if neither)."""
+        if options["do_resize"]:
+            height, width = get_preprocess_shape(*image.shape[:2], options["size"].longest_edge)
+            image = PIL.Image.fromarray(image).resize((width, height), options["resample"])
+        pixels = torch.tensor(np.asarray(image)).permute(2, 0, 1)
+        rescale = options["rescale_factor"] if options["do_rescale"] else 1.0
+        if options["do_normalize"]:
+            # Folding the rescale factor into the statistics keeps the official float32 operation (x - m) / s.
+            mean, std = (np.asarray(options[k], dtype=np.float64) / rescale for k in ("image_mean", "image_std"))
+            view = (-1, 1, 1)
+            return (pixels - torch.tensor(mean, dtype=torch.float32).view(view)) / torch.tensor(
+                std, dtype=torch.float32
+            ).view(view)
+        if options["do_rescale"]:  # float64 product, rounded once to float32 (as transformers does)
+            return (pixels.double() * rescale).float()
+        return pixels
+
+    def _label_map(self, segmentation_map: Any, options: dict[str, Any]) -> torch.Tensor:
+        """One segmentation map -> `(h, w)` int64 class ids, nearest-neighbour resized to `mask_size`, padded."""
+        label_map = to_label_map(segmentation_map)
+        if options["do_resize"]:
+            height, width = get_preprocess_shape(*label_map.shape, options["mask_size"].longest_edge)
+            resized = PIL.Image.fromarray(label_map).resize((width, height), PILImageResampling.NEAREST)
+            label_map = np.asarray(resized)
+        labels = torch.from_numpy(label_map.astype(np.int64))
+        return _pad(labels, options["mask_pad_size"], "mask_pad_size") if options["do_pad"] else labels
+
+    def preprocess(
+        self,
+        images: Any,
+        segmentation_maps: Any = None,
+        return_tensors: str = "pt",
+        input_data_format: str | None = None,
+        **kwargs: Any,
+    ) -> BatchFeature:
         """Preprocesses one image or a list of images of any sizes (see `IMAGES_FORM`; a 4-D array / tensor is a
-        batch).
+        batch), and optionally their segmentation maps.
+
+        Args:
+            images: the images.
+            segmentation_maps: one map per image (`MAPS_FORM`), class ids in 0-255.
+            return_tensors: "pt" (torch tensors) or "np" (numpy arrays).
+            input_data_format: "channels_first" / "channels_last" layout of array / tensor images (inferred if None).
+            kwargs: any option of the constructor, for this call only.
 
         Returns:
-            `BatchFeature` with `pixel_values` float32 (batch_size, 3, pad_size, pad_size), `original_sizes` int64
-            (batch_size, 2) and `reshaped_input_sizes` int64 (batch_size, 2), both as (height, width).
+            `BatchFeature` with `pixel_values` float32 `(batch_size, 3, pad_size["height"], pad_size["width"])`
+            (unpadded images must share a size to be batched), `original_sizes` int64 `(batch_size, 2)` and
+            `reshaped_input_sizes` int64 `(batch_size, 2)`, both as (height, width), and with `segmentation_maps`
+            `labels` int64 `(batch_size, mask_pad_size["height"], mask_pad_size["width"])`.
         """
-        if return_tensors != "pt":
-            raise ValueError(f"return_tensors must be 'pt', got {return_tensors!r}.")
-        if isinstance(images, (list, tuple)) or (isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4):
-            if len(images) == 0:
-                raise ValueError(f"images must not be an empty list; expected {IMAGES_FORM}.")
-            images = list(images)
-        else:
-            images = [images]
-        # Same dtype and op order as the official `Sam.preprocess` buffers, for bit-identical float32 results.
-        mean = torch.tensor(self.image_mean, dtype=torch.float32).view(-1, 1, 1)
-        std = torch.tensor(self.image_std, dtype=torch.float32).view(-1, 1, 1)
-        pixel_values, original_sizes, reshaped_sizes = [], [], []
-        for image in images:
-            if isinstance(image, (list, tuple)):
-                raise TypeError(f"images must be {IMAGES_FORM}; got a nested list.")
-            array = to_uint8_hwc(image, self.do_convert_rgb)
-            size = get_preprocess_shape(array.shape[0], array.shape[1], self.longest_edge)
-            resized = torch.as_tensor(np.array(tv_resize(PIL.Image.fromarray(array), list(size))))
-            normalized = (resized.permute(2, 0, 1).contiguous() - mean) / std
-            pad = (0, self.pad_size - size[1], 0, self.pad_size - size[0])
-            pixel_values.append(F.pad(normalized, pad))
-            original_sizes.append(array.shape[:2])
-            reshaped_sizes.append(size)
-        return BatchFeature(
-            {
-                "pixel_values": torch.stack(pixel_values),
-                "original_sizes": torch.tensor(original_sizes, dtype=torch.int64),
-                "reshaped_input_sizes": torch.tensor(reshaped_sizes, dtype=torch.int64),
-            }
-        )
+        if return_tensors not in RETURN_TENSORS:
+            raise ValueError(f"return_tensors must be one of {RETURN_TENSORS}, got {return_tensors!r}.")
+        options = self._options(kwargs)
+        images = as_list("images", images, IMAGES_FORM)
+        arrays = [to_uint8_hwc(image, options["do_convert_rgb"], input_data_format) for image in images]
+        pixel_values = [self._image(array, options) for array in arrays]
+        data = {
+            "original_sizes": torch.tensor([array.shape[:2] for array in arrays], dtype=torch.int64),
+            "reshaped_input_sizes": torch.tensor([image.shape[-2:] for image in pixel_values], dtype=torch.int64),
+        }
+        if options["do_pad"]:
+            pixel_values = [_pad(image, options["pad_size"], "pad_size") for image in pixel_values]
+        elif len({image.shape for image in pixel_values}) > 1:
+            raise ValueError("With do_pad=False, the images must have the same size after resizing to be batched.")
+        data["pixel_values"] = torch.stack(pixel_values)
+        if segmentation_maps is not None:
+            maps = as_list("segmentation_maps", segmentation_maps, MAPS_FORM)
+            if len(maps) != len(images):
+                raise ValueError(f"segmentation_maps must have one map per image: {len(maps)} for {len(images)}.")
+            labels = [self._label_map(label_map, options) for label_map in maps]
+            if len({label_map.shape for label_map in labels}) > 1:
+                raise ValueError("With do_pad=False, the segmentation maps must have the same size to be batched.")
+            data["labels"] = torch.stack(labels)
+        if return_tensors == "np":
+            data = {key: value.numpy() for key, value in data.items()}
+        return BatchFeature(data)
 
     def resize_coordinates(self, coords: torch.Tensor | np.ndarray, original_size: Sequence[int]) -> torch.Tensor:
         """Maps (x, y) coordinates `(..., 2)` in original-image pixels to the resized frame, as the official
@@ -225,39 +219,51 @@ class SamHfImageProcessor(BaseImageProcessor):
             float32 tensor of the same shape.
         """
         old_h, old_w = int(original_size[0]), int(original_size[1])
-        new_h, new_w = get_preprocess_shape(old_h, old_w, self.longest_edge)
+        new_h, new_w = self.resized_size(old_h, old_w)
         coords = torch.as_tensor(coords, dtype=torch.float64).clone()
         coords[..., 0] *= new_w / old_w
         coords[..., 1] *= new_h / old_h
         return coords.to(torch.float32)
 
+    def _get_preprocess_shape(self, old_shape: Sequence[int], longest_edge: int) -> tuple[int, int]:
+        # transformers' `SamProcessor` calls this when it wraps this image processor (from `AutoImageProcessor`).
+        return get_preprocess_shape(int(old_shape[0]), int(old_shape[1]), longest_edge)
+
     def post_process_masks(
         self,
-        masks: torch.Tensor | Sequence[torch.Tensor],
-        original_sizes: torch.Tensor | Sequence[Sequence[int]],
-        reshaped_input_sizes: torch.Tensor | Sequence[Sequence[int]],
+        masks: torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray],
+        original_sizes: torch.Tensor | np.ndarray | Sequence[Sequence[int]],
+        reshaped_input_sizes: torch.Tensor | np.ndarray | Sequence[Sequence[int]],
         mask_threshold: float = 0.0,
         binarize: bool = True,
+        pad_size: dict[str, int] | int | None = None,
     ) -> list[torch.Tensor]:
         """Upscales low-resolution mask logits to each original image size (the official `Sam.postprocess_masks`:
-        bilinear to pad_size x pad_size, crop the unpadded region, bilinear to the original size).
+        bilinear to the padded size, crop the unpadded region, bilinear to the original size).
 
         Args:
             masks: `(batch_size, point_batch_size, num_masks, h, w)` logits, or a list of per-image
-                `(point_batch_size, num_masks, h, w)`.
+                `(point_batch_size, num_masks, h, w)` torch tensors or numpy arrays.
             original_sizes / reshaped_input_sizes: `(batch_size, 2)` (height, width), as the preprocessing returned.
             mask_threshold: logit threshold of the binarised masks.
-            binarize: return `logits > mask_threshold` (bool) instead of the upscaled logits (float).
+            binarize: return `logits > mask_threshold` (bool) instead of the upscaled logits.
+            pad_size: the size the images were padded to (`{"height", "width"}` or an integer); `self.pad_size` if
+                None.
 
         Returns:
             list of `batch_size` tensors `(point_batch_size, num_masks, height, width)`.
         """
-        masks = list(masks)
+        pad_size = self.pad_size if pad_size is None else height_width_size("pad_size", pad_size)
+        masks = [torch.from_numpy(m) if isinstance(m, np.ndarray) else m for m in masks]
         for image_masks in masks:
-            if not isinstance(image_masks, torch.Tensor) or image_masks.ndim != 4:
+            if not isinstance(image_masks, torch.Tensor):
+                raise TypeError(
+                    f"masks must be a list of torch tensors or numpy arrays, got {type(image_masks).__name__}."
+                )
+            if image_masks.ndim != 4:
                 raise ValueError(
                     "masks must be a (batch_size, point_batch_size, num_masks, h, w) tensor or a list of "
-                    f"(point_batch_size, num_masks, h, w) tensors, got {getattr(image_masks, 'shape', image_masks)}."
+                    f"(point_batch_size, num_masks, h, w) tensors, got {tuple(image_masks.shape)}."
                 )
         original_sizes = check_sizes("original_sizes", original_sizes)
         reshaped_input_sizes = check_sizes("reshaped_input_sizes", reshaped_input_sizes)
@@ -266,15 +272,14 @@ class SamHfImageProcessor(BaseImageProcessor):
                 f"masks, original_sizes and reshaped_input_sizes must have one entry per image, got lengths "
                 f"{len(masks)}, {len(original_sizes)} and {len(reshaped_input_sizes)}."
             )
-        if (reshaped_input_sizes > self.pad_size).any():
-            raise ValueError(f"reshaped_input_sizes must be <= pad_size ({self.pad_size}), got {reshaped_input_sizes}.")
+        if (reshaped_input_sizes > torch.tensor([pad_size.height, pad_size.width])).any():
+            raise ValueError(f"reshaped_input_sizes must be <= pad_size {dict(pad_size)}, got {reshaped_input_sizes}.")
         outputs = []
         for image_masks, (orig_h, orig_w), (new_h, new_w) in zip(
             masks, original_sizes.tolist(), reshaped_input_sizes.tolist(), strict=True
         ):
-            upscaled = F.interpolate(
-                image_masks.float(), (self.pad_size, self.pad_size), mode="bilinear", align_corners=False
-            )
+            logits = image_masks if image_masks.dtype == torch.float64 else image_masks.float()
+            upscaled = F.interpolate(logits, (pad_size.height, pad_size.width), mode="bilinear", align_corners=False)
             upscaled = upscaled[..., :new_h, :new_w]
             upscaled = F.interpolate(upscaled, (orig_h, orig_w), mode="bilinear", align_corners=False)
             outputs.append(upscaled > mask_threshold if binarize else upscaled)

@@ -17,11 +17,14 @@ from transformers import BatchFeature, ProcessorMixin
 
 from ..configuration_sam import SamConfig
 from ..prompts import FOREGROUND_LABEL, PAD_LABEL, check_prompts
-from .image_processing_sam import SamHfImageProcessor, check_sizes
+from .image_inputs import check_sizes
+from .image_processing_sam import RETURN_TENSORS, SamHfImageProcessor
 from .tokenization import CLIP_CONTEXT_LENGTH, tokenize
 
-POINTS_FORM = "[image][prompt][point] = [x, y], i.e. (batch_size, point_batch_size, num_points, 2)"
-LABELS_FORM = "[image][prompt][point] = label, i.e. (batch_size, point_batch_size, num_points)"
+POINTS_FORM = (
+    "[image][prompt][point] = [x, y], i.e. (batch_size, point_batch_size, num_points, 2), or [image][point] = [x, y]"
+)
+LABELS_FORM = "[image][prompt][point] = label, i.e. (batch_size, point_batch_size, num_points), or [image][point]"
 BOXES_FORM = "[image][prompt] = [x1, y1, x2, y2], i.e. (batch_size, point_batch_size, 4)"
 TEXT_FORM = "a string, a list of strings (the prompts of one image) or [image][prompt] = string"
 
@@ -51,6 +54,34 @@ def to_lists(name: str, value: Any, depth: int, form: str, leaf_size: int | None
     if depth == 1 and leaf_size is not None and len(items) != leaf_size:
         raise ValueError(f"{name} entries must have {leaf_size} coordinates, got {len(items)}: expected {form}.")
     return items
+
+
+def _nesting_depth(value: Any) -> int:
+    """Levels of nesting down to the first number (arrays and tensors count their dimensions)."""
+    depth = 0
+    while isinstance(value, (list, tuple)) and value:
+        depth, value = depth + 1, value[0]
+    return depth + (value.ndim if isinstance(value, (np.ndarray, torch.Tensor)) else isinstance(value, (list, tuple)))
+
+
+def _add_prompt_level(value: Any, short_depth: int) -> Any:
+    """transformers' one-prompt-per-image form (`[image][point]...`, `short_depth` levels) -> `[image][prompt]...`."""
+    if _nesting_depth(value) != short_depth:
+        return value
+    return [[image] for image in (value.tolist() if isinstance(value, (np.ndarray, torch.Tensor)) else value)]
+
+
+def _flatten_box_level(value: Any) -> Any:
+    """`[image][prompt][k] = box` -> `[image][prompt * k] = box`, as transformers reshapes each image's boxes to
+    (-1, 4)."""
+    if _nesting_depth(value) != 4:
+        return value
+    value = value.tolist() if isinstance(value, (np.ndarray, torch.Tensor)) else value
+    return [[box for group in image for box in _as_list(group)] for image in value]
+
+
+def _as_list(value: Any) -> list:
+    return value.tolist() if isinstance(value, (np.ndarray, torch.Tensor)) else list(value)
 
 
 def _check_batch(name: str, nested: list, batch_size: int) -> None:
@@ -87,9 +118,12 @@ class SamHfProcessor(ProcessorMixin):
     @classmethod
     def for_config(cls, config: SamConfig) -> SamHfProcessor:
         """The processor matching a model: resizing and padding to its input size, its text context length."""
-        size = config.vision_config.image_size
+        size, mask_size = config.vision_config.image_size, config.prompt_encoder_config.mask_input_size
         context_length = config.text_config.context_length if config.text_config else CLIP_CONTEXT_LENGTH
-        return cls(SamHfImageProcessor(longest_edge=size, pad_size=size), context_length)
+        image_processor = SamHfImageProcessor(
+            size={"longest_edge": size}, pad_size=size, mask_size={"longest_edge": mask_size}, mask_pad_size=mask_size
+        )
+        return cls(image_processor, context_length)
 
     @classmethod
     def _get_arguments_from_pretrained(
@@ -101,26 +135,36 @@ class SamHfProcessor(ProcessorMixin):
     def __call__(
         self,
         images: Any = None,
+        text: str | list | None = None,
+        segmentation_maps: Any = None,
         input_points: Any = None,
         input_labels: Any = None,
         input_boxes: Any = None,
-        text: str | list | None = None,
         original_sizes: Any = None,
+        point_pad_value: int = PAD_LABEL,
         return_tensors: str = "pt",
+        **images_kwargs: Any,
     ) -> BatchFeature:
-        """Preprocesses images and/or prompts given in original-image pixels.
+        """Preprocesses images and/or prompts given in original-image pixels (transformers' `SamProcessor` call, with
+        text prompts and prompts for already-embedded images).
 
         Args:
             images: see `SamHfImageProcessor.preprocess`.
-            input_points: nested lists / arrays / tensors `[image][prompt][point] = [x, y]`; prompts with fewer
-                points are padded with (0, 0) and label -10 (ignored by the model).
-            input_labels: `[image][prompt][point]` in {1 foreground, 0 background, -1 not a point, -10 padding};
-                all foreground if omitted.
-            input_boxes: `[image][prompt] = [x1, y1, x2, y2]`.
             text: text prompts, one per prompt: a string, a list of strings (the prompts of one image) or
                 `[image][prompt] = string`; with points / boxes, the same number of prompts per image.
+            segmentation_maps: ground-truth maps, one per image, returned as `labels` (see the image processor).
+            input_points: `[image][prompt][point] = [x, y]`, or `[image][point] = [x, y]` for one prompt per image
+                (nested lists, arrays or tensors); prompts with fewer points are padded with (0, 0) and label
+                `point_pad_value`.
+            input_labels: `[image][prompt][point]` (or `[image][point]`) in {1 foreground, 0 background, -1 not a
+                point, -10 padding}; all foreground if omitted.
+            input_boxes: `[image][prompt] = [x1, y1, x2, y2]`; `[image][prompt][k] = box` is flattened to prompts per
+                image, as transformers does.
             original_sizes: `(batch_size, 2)` (height, width) of the images the prompts refer to, when called without
                 `images` (e.g. for precomputed image embeddings).
+            point_pad_value: label of the padding points: -10 (ignored) or -1 (the "not a point" token).
+            return_tensors: "pt" (torch tensors) or "np" (numpy arrays).
+            images_kwargs: image processor options for this call (e.g. `do_normalize=False`).
 
         Returns:
             `BatchFeature` with the image processor's keys if `images` were given, and `input_points` float32
@@ -128,42 +172,60 @@ class SamHfProcessor(ProcessorMixin):
             num_points), `input_boxes` float32 (batch_size, point_batch_size, 4), all in the resized frame, and
             `input_text_ids` int64 (batch_size, point_batch_size, text_context_length).
         """
-        if return_tensors != "pt":
-            raise ValueError(f"return_tensors must be 'pt', got {return_tensors!r}.")
+        if return_tensors not in RETURN_TENSORS:
+            raise ValueError(f"return_tensors must be one of {RETURN_TENSORS}, got {return_tensors!r}.")
         if images is not None and original_sizes is not None:
             raise ValueError("Pass either images or original_sizes: with images, sizes are read from the images.")
+        if segmentation_maps is not None and images is None:
+            raise ValueError("segmentation_maps need their images.")
         has_prompts = input_points is not None or input_labels is not None or input_boxes is not None
         if images is None and not has_prompts and text is None:
             raise ValueError("Nothing to process: pass images and/or input_points / input_boxes / text.")
         data = {}
         if text is not None:
             data["input_text_ids"] = self._tokenize(text)
-            if not has_prompts and images is None:
-                return BatchFeature(data)
         if images is not None:
-            data.update(self.image_processor(images, return_tensors="pt"))
+            data.update(self.image_processor(images, segmentation_maps=segmentation_maps, **images_kwargs))
             sizes = data["original_sizes"]
         elif original_sizes is not None:
             sizes = check_sizes("original_sizes", original_sizes)
-        else:
+        elif has_prompts:
             raise ValueError("Prompts without images need original_sizes, the (height, width) of each image.")
+        if has_prompts:
+            data.update(self._prompts(input_points, input_labels, input_boxes, sizes, point_pad_value))
+        if "input_text_ids" in data and (images is not None or has_prompts):
+            _check_batch("text", data["input_text_ids"], len(sizes))
+            prompts = data.get("input_points", data.get("input_boxes"))
+            if prompts is not None and prompts.shape[1] != data["input_text_ids"].shape[1]:
+                raise ValueError(
+                    f"text has {data['input_text_ids'].shape[1]} prompts per image but the points / boxes have "
+                    f"{prompts.shape[1]}: one text per prompt."
+                )
+        if return_tensors == "np":
+            data = {key: value.numpy() if isinstance(value, torch.Tensor) else value for key, value in data.items()}
+        return BatchFeature(data)
+
+    def _prompts(
+        self, input_points: Any, input_labels: Any, input_boxes: Any, sizes: torch.Tensor, point_pad_value: int
+    ) -> dict[str, torch.Tensor]:
+        """Point / box prompts in original pixels -> tensors in the resized frame (the layout of `sam_hf.prompts`)."""
         if input_labels is not None and input_points is None:
             check_prompts(input_labels=input_labels)  # raises: labels need points
-
+        data = {}
         resize = self.image_processor.resize_coordinates
         if input_points is not None:
-            points = to_lists("input_points", input_points, 4, POINTS_FORM, leaf_size=2)
+            points = to_lists("input_points", _add_prompt_level(input_points, 3), 4, POINTS_FORM, leaf_size=2)
             _check_batch("input_points", points, len(sizes))
             if input_labels is None:
                 labels = [[[FOREGROUND_LABEL] * len(prompt) for prompt in image] for image in points]
             else:
-                labels = to_lists("input_labels", input_labels, 3, LABELS_FORM)
+                labels = to_lists("input_labels", _add_prompt_level(input_labels, 2), 3, LABELS_FORM)
                 if [[len(p) for p in image] for image in labels] != [[len(p) for p in image] for image in points]:
                     raise ValueError(f"input_labels must have one label per point of input_points: {LABELS_FORM}.")
             num_points = max(len(prompt) for image in points for prompt in image)
             # float64 so that `check_prompts` can reject non-integer / NaN labels before the int64 cast.
             point_tensor = torch.zeros(len(points), len(points[0]), num_points, 2, dtype=torch.float64)
-            label_tensor = torch.full(point_tensor.shape[:3], float(PAD_LABEL), dtype=torch.float64)
+            label_tensor = torch.full(point_tensor.shape[:3], float(point_pad_value), dtype=torch.float64)
             for i, image in enumerate(points):
                 for j, prompt in enumerate(image):
                     point_tensor[i, j, : len(prompt)] = torch.tensor(prompt, dtype=torch.float64)
@@ -173,7 +235,7 @@ class SamHfProcessor(ProcessorMixin):
             )
             data["input_labels"] = label_tensor
         if input_boxes is not None:
-            boxes = to_lists("input_boxes", input_boxes, 3, BOXES_FORM, leaf_size=4)
+            boxes = to_lists("input_boxes", _flatten_box_level(input_boxes), 3, BOXES_FORM, leaf_size=4)
             _check_batch("input_boxes", boxes, len(sizes))
             box_tensor = torch.tensor(boxes, dtype=torch.float64)
             data["input_boxes"] = torch.stack(
@@ -183,17 +245,9 @@ class SamHfProcessor(ProcessorMixin):
                 ]
             )
         check_prompts(data.get("input_points"), data.get("input_labels"), data.get("input_boxes"))
-        if "input_text_ids" in data:
-            _check_batch("text", data["input_text_ids"], len(sizes))
-            prompts = data.get("input_points", data.get("input_boxes"))
-            if prompts is not None and prompts.shape[1] != data["input_text_ids"].shape[1]:
-                raise ValueError(
-                    f"text has {data['input_text_ids'].shape[1]} prompts per image but the points / boxes have "
-                    f"{prompts.shape[1]}: one text per prompt."
-                )
         if "input_labels" in data:
             data["input_labels"] = data["input_labels"].to(torch.int64)
-        return BatchFeature(data)
+        return data
 
     def _tokenize(self, text: str | list) -> torch.Tensor:
         """`text` (`TEXT_FORM`) -> `(batch_size, point_batch_size, text_context_length)` token ids."""
