@@ -14,12 +14,13 @@ import pytest
 import torch
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
-from transformers import AutoImageProcessor, AutoProcessor, SamImageProcessorPil
+from transformers import AutoImageProcessor, AutoProcessor, SamImageProcessorPil, pipeline
 from transformers import SamProcessor as TransformersSamProcessor
 
+from sam_hf import SamAutomaticMaskGenerator, SamModel, SamPredictor
 from sam_hf.processing import SamImageProcessor, SamProcessor, register_auto_classes
 from sam_hf.prompts import FOREGROUND_LABEL, PAD_LABEL
-from tests.helpers import photo, scene_image
+from tests.helpers import photo, scene_image, tiny_config
 
 # landscape, odd, portrait, tiny, downscaled, and a height of exactly 2.5 after scaling (int(x + 0.5), not round)
 SIZES = [(480, 640), (333, 517), (700, 301), (7, 5), (1300, 900), (5, 2048)]
@@ -404,3 +405,17 @@ def test_bad_calls_raise():
 def test_bad_post_process_inputs_raise(masks, original_sizes, reshaped_sizes, argument):
     with pytest.raises(ValueError, match=argument):
         SamProcessor().post_process_masks(masks, original_sizes, reshaped_sizes)
+
+
+def test_processor_that_does_not_fit_the_model_raises_where_they_meet():
+    """A processor padding to another size than the model's square input fails with a clear error in the predictor,
+    the everything-mode generator and the pipelines, not deep in torch; `for_config` always fits."""
+    model = SamModel(tiny_config())  # 128 x 128 input
+    SamProcessor.for_config(model.config).image_processor.check_model_input(128)
+    for processor in (SamProcessor(), SamProcessor(SamImageProcessor(size={"longest_edge": 128}, do_pad=False))):
+        with pytest.raises(ValueError, match="the model takes 128x128 images"):
+            SamPredictor(model, processor)
+        with pytest.raises(ValueError, match="the model takes 128x128 images"):
+            SamAutomaticMaskGenerator(model, processor=processor)
+        with pytest.raises(ValueError, match="the model takes 128x128 images"):
+            pipeline("promptable-mask-generation", model=model, image_processor=processor.image_processor)
