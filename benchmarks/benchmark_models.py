@@ -98,14 +98,14 @@ def load_model(name: str, weights: Path, size: str) -> torch.nn.Module:
     elif name == "transformers":
         import transformers
 
-        from conversion.convert_official_to_sam_hf import convert_state_dict
         from sam_hf.configuration_sam import PRESETS
+        from sam_hf.conversion import convert_state_dict
 
         config = transformers.SamConfig(vision_config=dict(PRESETS[size]), attn_implementation="sdpa")
         model = transformers.SamModel(config)
         model.load_state_dict(convert_state_dict(state_dict), strict=True)
     else:
-        from conversion.convert_official_to_sam_hf import build_model
+        from sam_hf.conversion import build_model
 
         model = build_model(state_dict, size)
     return model.eval()

@@ -65,7 +65,7 @@ def photo_ious(grid: int) -> torch.Tensor:
     """vit_b, random weights, every shared photo, `grid x grid` points."""
     from safetensors.torch import load_file
 
-    from conversion.convert_official_to_sam_hf import build_model
+    from sam_hf.conversion import build_model
 
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "official.safetensors"

@@ -705,8 +705,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--model",
         default=os.environ.get("SAM_HF_MODEL") or None,
-        help="Hub id or local directory of a sam_hf / transformers SAM checkpoint (default: $SAM_HF_MODEL, else the "
-        "bundled small model)",
+        help="Hub id or local directory of a sam_hf / transformers SAM checkpoint, or an official .pth checkpoint "
+        "(a file, or org/repo/file.pth on the Hub) (default: $SAM_HF_MODEL, else the bundled small model)",
     )
     parser.add_argument(
         "--clip",

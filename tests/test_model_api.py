@@ -9,8 +9,8 @@ from transformers import AutoConfig, AutoModel
 from transformers import SamConfig as TransformersSamConfig
 from transformers import SamModel as TransformersSamModel
 
-from conversion.convert_official_to_sam_hf import convert_state_dict
 from sam_hf import SamConfig, SamModel
+from sam_hf.conversion import convert_state_dict
 from tests.conftest import perturb_
 
 # Official totals (REFERENCE.md section 1); sam_hf also stores the 2x128 positional matrix, a buffer officially.

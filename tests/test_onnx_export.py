@@ -1,27 +1,25 @@
-"""ONNX export (conversion/export_onnx.py): the graphs run with onnxruntime give sam_hf's PyTorch numbers and the
-official `SamOnnxModel`'s, with the official input layout."""
+"""ONNX export (sam_hf.conversion.onnx_export, `sam-hf export-onnx`): the graphs run with onnxruntime give sam_hf's
+PyTorch numbers and the official `SamOnnxModel`'s, with the official input layout."""
 
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
+from segment_anything.utils.onnx import SamOnnxModel
 
-ort = pytest.importorskip("onnxruntime")
-
-from segment_anything.utils.onnx import SamOnnxModel  # noqa: E402
-
-from conversion.export_onnx import (  # noqa: E402
+from sam_hf import BUNDLED_MODEL_PATH, SamModel, SamPredictor, SamProcessor
+from sam_hf.cli import main
+from sam_hf.conversion.onnx_export import (
     DECODER_FILE,
     DECODER_OUTPUTS,
     ENCODER_FILE,
     export_decoder,
     export_image_encoder,
-    main,
 )
-from sam_hf import BUNDLED_MODEL_PATH, SamModel, SamPredictor, SamProcessor  # noqa: E402
-from sam_hf.data import generate_scene  # noqa: E402
-from sam_hf.processing.image_processing_sam import get_preprocess_shape  # noqa: E402
+from sam_hf.data import generate_scene
+from sam_hf.processing.image_processing_sam import get_preprocess_shape
 
 ORIGINAL_SIZE = (150, 225)  # (height, width) of the imaginary original image: not square, so padding is cropped
 
@@ -128,7 +126,7 @@ def test_decoder_orig_im_size_is_an_input(small_pair, small_decoder) -> None:
 def bundled_graphs(tmp_path_factory) -> tuple[ort.InferenceSession, ort.InferenceSession]:
     """Both graphs of the bundled model, through the command line, single-mask decoder."""
     directory = tmp_path_factory.mktemp("bundled_onnx")
-    main([BUNDLED_MODEL_PATH, str(directory), "--return-single-mask"])
+    main(["export-onnx", BUNDLED_MODEL_PATH, str(directory), "--return-single-mask"])
     return ort.InferenceSession(str(directory / ENCODER_FILE)), ort.InferenceSession(str(directory / DECODER_FILE))
 
 
@@ -176,5 +174,6 @@ def test_export_rejects_bad_arguments(tmp_path, tiny_model) -> None:
         export_decoder(torch.nn.Linear(2, 2), tmp_path / "x.onnx")
     with pytest.raises(ValueError, match="opset"):
         export_image_encoder(tiny_model, tmp_path / "x.onnx", opset=11)
-    with pytest.raises(SystemExit):
-        main([str(tmp_path / "missing"), str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export-onnx", str(tmp_path / "missing"), str(tmp_path)])
+    assert exit_info.value.code == 2

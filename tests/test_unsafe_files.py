@@ -1,6 +1,7 @@
 """Files that are only read are never executed: a planted malicious pickle (whose unpickling would create a marker
 file) is refused by every loader of the library, the CLI and the zero-shot CLIP; no code path unpickles arbitrary
-objects. (The conversion script's own test is in tests/test_conversion.py.)"""
+objects. Pickled weights (`pytorch_model.bin`, official `.pth`) are read by torch's weights-only unpickler only, as
+transformers reads them."""
 
 from __future__ import annotations
 
@@ -55,28 +56,45 @@ def evil_model_dir(tmp_path) -> tuple[Path, Path]:
     return directory, marker
 
 
-def test_from_pretrained_refuses_pickles_unless_asked_and_never_executes_them(evil_model_dir, tmp_path):
+def test_pickled_weights_holding_more_than_tensors_are_refused_and_never_executed(evil_model_dir, tmp_path):
     directory, marker = evil_model_dir
-    with pytest.raises(OSError, match="safetensors"):
-        SamModel.from_pretrained(directory)  # pickled weights are not even opened by default
-    with pytest.raises(OSError, match="safetensors"):
-        load_sam(directory, device="cpu")  # what the CLI and the Space call
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
-        SamModel.from_pretrained(directory, use_safetensors=False)  # opted in: the weights-only unpickler refuses
+        SamModel.from_pretrained(directory)  # no safetensors: the .bin, through the weights-only unpickler
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_sam(directory, device="cpu")  # what the CLI and the Space call
+    with pytest.raises(ValueError, match="weights_only must be True"):
+        SamModel.from_pretrained(directory, weights_only=False)  # the one way transformers would unpickle anything
+    evil_pth = plant(tmp_path / "sam_vit_b_evil.pth", marker)  # an "official" checkpoint
+    with pytest.raises(ValueError, match="refusing to unpickle"):
+        load_sam(evil_pth, device="cpu")
     assert not marker.exists()
-    # Opting in still loads a pickle that holds only tensors.
+    # A pickle that holds only tensors loads by default, as in transformers.
     clean = tmp_path / "clean"
     tiny_config().save_pretrained(clean)
-    torch.save(SamModel(tiny_config()).state_dict(), clean / "pytorch_model.bin")
-    assert isinstance(SamModel.from_pretrained(clean, use_safetensors=False), SamModel)
+    model = SamModel(tiny_config())
+    torch.save(model.state_dict(), clean / "pytorch_model.bin")
+    assert torch.equal(
+        SamModel.from_pretrained(clean).mask_decoder.iou_token.weight, model.mask_decoder.iou_token.weight
+    )
 
 
-def test_cli_refuses_a_malicious_model_with_a_one_line_error(evil_model_dir, tmp_path, capsys):
+def test_safetensors_are_preferred_and_the_pickle_beside_them_is_never_opened(evil_model_dir):
     directory, marker = evil_model_dir
+    model = SamModel(tiny_config())
+    model.save_pretrained(directory)  # model.safetensors beside the malicious pytorch_model.bin
+    loaded, _ = load_sam(directory, device="cpu")
+    assert torch.equal(loaded.mask_decoder.iou_token.weight, model.mask_decoder.iou_token.weight)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("official", [False, True], ids=["pytorch_model.bin", "official .pth"])
+def test_cli_refuses_a_malicious_model_with_a_one_line_error(evil_model_dir, tmp_path, capsys, official):
+    directory, marker = evil_model_dir
+    model = plant(tmp_path / "sam_vit_b_evil.pth", marker) if official else directory
     image = tmp_path / "image.png"
     PIL.Image.new("RGB", (8, 8)).save(image)
     with pytest.raises(SystemExit) as exit_info:
-        main(["segment", str(image), "--point", "1,1", "--out", str(tmp_path / "m.png"), "--model", str(directory)])
+        main(["segment", str(image), "--point", "1,1", "--out", str(tmp_path / "m.png"), "--model", str(model)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "cannot load model" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -103,9 +121,11 @@ def test_saved_files_are_safetensors_and_json_only(tmp_path):
 
 
 def test_no_code_path_unpickles_arbitrary_objects():
-    """Every `torch.load` in the library, the conversion scripts and the Space passes `weights_only=True`, and nothing
-    calls `pickle.load(s)` or `torch.jit.load` (a source scan: a new call site fails here until it is safe)."""
-    sources = [p for folder in ("src", "conversion", "space", "benchmarks") for p in (ROOT / folder).rglob("*.py")]
+    """Every `torch.load` in the library (its `conversion` package included), the Space and the benchmarks passes
+    `weights_only=True`, and nothing calls `pickle.load(s)` or `torch.jit.load` (a source scan: a new call site fails
+    here until it is safe)."""
+    sources = [p for folder in ("src", "space", "benchmarks") for p in (ROOT / folder).rglob("*.py")]
+    assert ROOT / "src" / "sam_hf" / "conversion" / "official.py" in sources
     assert len(sources) > 20
     loads = []
     for path in sources:
@@ -115,4 +135,4 @@ def test_no_code_path_unpickles_arbitrary_objects():
             call = text[match.start() : text.find(")", match.start()) + 1]
             assert "weights_only=True" in call, f"{path}: {call}"
             loads.append(path.name)
-    assert set(loads) == {"convert_official_to_sam_hf.py"}  # the one reader of pickled (official .pth) checkpoints
+    assert set(loads) == {"official.py"}  # the one reader of pickled (official .pth) checkpoints

@@ -4,9 +4,12 @@
     sam-hf segment IMAGE --text "red circle" [--clip ViT-B-16 --pretrained TAG] --out mask.png
     sam-hf everything IMAGE_OR_DIR --out annotations.json [--points-per-side 32 ...]
     accelerate launch -m sam_hf everything DIR --out annotations.json     # shared by every process / GPU
+    sam-hf convert sam_vit_b_01ec64.pth sam-vit-base [--push-to-hub USER/REPO]   # official .pth -> sam_hf directory
+    sam-hf export-onnx MODEL onnx/ [--return-single-mask]                 # image_encoder.onnx + mask_decoder.onnx
 
-`--model` takes a local directory or a Hub id; the bundled small model by default. Bad input ends with a one-line
-error and exit status 2, never a traceback.
+`--model` takes a local directory or a Hub id (safetensors or `pytorch_model.bin`) or an official checkpoint file
+(`sam_vit_h_4b8939.pth`, or `org/repo/file.pth` on the Hub); the bundled small model by default. Bad input ends with a
+one-line error and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -77,7 +80,11 @@ PROMPT_KINDS: list[Callable[[argparse.Namespace], dict[str, Any]]] = [_points_pr
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="sam_hf model directory or Hub id (default: the bundled small model)")
+    parser.add_argument(
+        "--model",
+        help="model directory, Hub id or official .pth checkpoint (local or org/repo/file.pth; default: the bundled "
+        "small model)",
+    )
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the first GPU if any, else the CPU)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
 
@@ -86,7 +93,7 @@ def _load_model(args: argparse.Namespace, device: Any = None) -> tuple[Any, Any]
     """`load_sam` with the command's model flags; a missing or broken checkpoint is a one-line error."""
     try:
         return load_sam(args.model, args.device if device is None else device, args.dtype)
-    except OSError as error:
+    except (OSError, ValueError) as error:
         raise ValueError(f"cannot load model {args.model or 'bundled'!r}: {error}") from error
     except pickle.UnpicklingError as error:  # a .bin holding more than tensors: the weights-only unpickler refuses it
         raise ValueError(
@@ -230,6 +237,60 @@ def run_everything(args: argparse.Namespace) -> None:
         print(f"wrote {args.out}: {len(coco['images'])} images, {len(coco['annotations'])} masks")
 
 
+def _add_convert_parser(commands: argparse._SubParsersAction) -> None:
+    from .configuration_sam import PRESETS
+
+    parser = commands.add_parser(
+        "convert",
+        help="official Segment Anything .pth checkpoint -> sam_hf model directory",
+        description="Converts an official checkpoint (sam_vit_b_01ec64.pth, ...; read with the weights-only "
+        "unpickler, size read off the weights) into a directory with config.json, model.safetensors and the processor "
+        "config, which SamModel.from_pretrained and transformers-style code load.",
+    )
+    parser.add_argument("checkpoint", type=Path, help="official .pth (or .safetensors) checkpoint file")
+    parser.add_argument("output_dir", type=Path, help="directory to write the sam_hf model to")
+    parser.add_argument("--model-size", choices=sorted(PRESETS), help="insist on this size (default: any)")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload to this Hub repository")
+    parser.set_defaults(run=run_convert)
+
+
+def run_convert(args: argparse.Namespace) -> None:
+    from .conversion import convert_checkpoint
+
+    model = convert_checkpoint(args.checkpoint, args.output_dir, args.model_size, args.push_to_hub)
+    size = model.config.vision_config
+    print(f"wrote {args.output_dir}: {size.hidden_size}-wide, {size.num_hidden_layers}-layer image encoder")
+
+
+def _add_export_onnx_parser(commands: argparse._SubParsersAction) -> None:
+    from .conversion.onnx_export import DECODER_FILE, DEFAULT_OPSET, ENCODER_FILE
+
+    parser = commands.add_parser(
+        "export-onnx",
+        help="ONNX graphs of a model, with the official Segment Anything ONNX interface",
+        description=f"Writes {ENCODER_FILE} (pixel_values -> image_embeddings) and {DECODER_FILE} (the official "
+        "SamOnnxModel inputs: image_embeddings, point_coords, point_labels, mask_input, has_mask_input, "
+        "orig_im_size). Needs the onnx extra: pip install 'sam_hf[onnx]'.",
+    )
+    parser.add_argument("model", help="model directory, Hub id or official .pth checkpoint (as --model elsewhere)")
+    parser.add_argument("output_dir", type=Path, help=f"directory to write {ENCODER_FILE} and {DECODER_FILE} to")
+    parser.add_argument("--return-single-mask", action="store_true", help="one mask per call instead of four")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default: %(default)s)")
+    parser.set_defaults(run=run_export_onnx)
+
+
+def run_export_onnx(args: argparse.Namespace) -> None:
+    from .conversion.onnx_export import export_onnx
+
+    model, _ = _load_model(argparse.Namespace(model=args.model, device="cpu", dtype="float32"))
+    try:
+        paths = export_onnx(model, args.output_dir, args.return_single_mask, args.opset)
+    except ImportError as error:  # torch.onnx needs onnx and onnxscript
+        raise ValueError(f"ONNX export needs the onnx extra (pip install 'sam_hf[onnx]'): {error}") from error
+    for path in paths:
+        print(f"wrote {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sam-hf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -237,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_segment_parser(commands)
     _add_everything_parser(commands)
+    _add_convert_parser(commands)
+    _add_export_onnx_parser(commands)
     return parser
 
 

@@ -6,11 +6,13 @@ import os
 import threading
 from pathlib import Path
 
+import huggingface_hub
 import PIL.Image
 import PIL.ImageOps
 import torch
 
 from .clip_scoring import ClipScorer
+from .conversion import OFFICIAL_SUFFIXES, load_official
 from .modeling import SamModel
 from .processing import SamProcessor
 from .processing.image_processing_sam import pil_to_rgb
@@ -48,28 +50,98 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}.")
 
 
+def _official_files(name: str) -> list[str]:
+    """The official checkpoint files (`.pth`, `.pt`) in a directory or Hub repository (listed on the Hub or, offline,
+    in its cached snapshot); `[]` when it cannot be listed."""
+    folder = Path(name)
+    try:
+        if not folder.is_dir() and huggingface_hub.constants.is_offline_mode():
+            folder = Path(huggingface_hub.snapshot_download(name, local_files_only=True))
+        if folder.is_dir():
+            files = [path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()]
+        else:
+            files = huggingface_hub.list_repo_files(name)
+    except (OSError, ValueError):  # not a repository, not cached offline, no network
+        return []
+    return sorted(file for file in files if file.endswith(OFFICIAL_SUFFIXES))
+
+
+def _hub_download(repo_id: str, filename: str) -> str:
+    try:
+        return huggingface_hub.hf_hub_download(repo_id, filename)
+    except (OSError, ValueError) as error:
+        raise FileNotFoundError(f"cannot get {filename!r} from the Hub repository {repo_id!r}: {error}") from None
+
+
+def _official_checkpoint(name: str, filename: str | None) -> str | None:
+    """The local path of the official checkpoint that `load_sam(name, filename=filename)` means (downloaded if it is
+    on the Hub), or `None` when `name` is a model directory or Hub id."""
+    if filename is not None:
+        return os.path.join(name, filename) if Path(name).is_dir() else _hub_download(name, filename)
+    if Path(name).is_file():
+        return name
+    if name.endswith(OFFICIAL_SUFFIXES):  # "org/repo/path/in/repo.pth": a file in a Hub repository
+        parts = name.split("/")
+        if len(parts) < 3 or os.path.isabs(name) or name.startswith("."):  # a local path after all
+            raise FileNotFoundError(f"no checkpoint file at {name!r} (a Hub file is named 'org/repo/file.pth').")
+        return _hub_download("/".join(parts[:2]), "/".join(parts[2:]))
+    return None
+
+
 def load_sam(
     model: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    *,
+    filename: str | None = None,
 ) -> tuple[SamModel, SamProcessor]:
-    """Loads a sam_hf model in eval mode and its processor.
+    """Loads a sam_hf model in eval mode and its processor, from any SAM checkpoint layout users have.
 
     Args:
-        model: a Hub id (`facebook/sam-vit-base`) or a local directory; the bundled small model if `None`.
+        model: one of
+            - a model directory or Hub id (`facebook/sam-vit-base`) in sam_hf's or transformers' layout, with
+              `model.safetensors` and/or `pytorch_model.bin` (`SamModel.from_pretrained`);
+            - an official checkpoint file (`sam_vit_h_4b8939.pth`), converted in memory, its size read off the
+              tensor shapes;
+            - `"org/repo/path/to/file.pth"`: an official checkpoint in a Hub repository; a directory or Hub
+              repository holding no model files but one official checkpoint also loads by its name;
+            - `None`: the bundled small model.
         device: where to put the model; the first GPU when there is one, else the CPU, if `None`.
         dtype: `"float32"` (default), `"float16"` or `"bfloat16"`.
+        filename: an official checkpoint file inside the directory or Hub repository `model`.
 
     Returns:
         `(model, processor)`; a checkpoint saved without a processor gets one matching its input size.
+
+    Raises:
+        OSError: no such file, directory or Hub repository (or file in it).
+        ValueError: a file that is not a SAM checkpoint, or pickled weights holding anything but tensors.
     """
     name = BUNDLED_MODEL_PATH if model is None else os.fspath(model)
-    sam = SamModel.from_pretrained(name).to(device=resolve_device(device), dtype=resolve_dtype(dtype)).eval()
-    try:
-        processor = SamProcessor.from_pretrained(name)
-    except OSError:  # no processor config in the checkpoint
+    device, dtype = resolve_device(device), resolve_dtype(dtype)
+    checkpoint = _official_checkpoint(name, filename)
+    if checkpoint is None:
+        try:
+            sam = SamModel.from_pretrained(name)
+        except OSError:  # no model files: a directory or Hub repository holding one official checkpoint loads too
+            official = _official_files(name)
+            if len(official) > 1:
+                raise ValueError(
+                    f"{name!r} holds no model files but several official checkpoints {official}: choose one with "
+                    f"filename=... (or the model name '{name}/{official[0]}')."
+                ) from None
+            if not official:
+                raise
+            checkpoint = _official_checkpoint(name, official[0])
+    if checkpoint is not None:
+        sam = load_official(checkpoint)
         processor = SamProcessor.for_config(sam.config)
-    return sam, processor
+    else:
+        try:
+            processor = SamProcessor.from_pretrained(name)
+        except OSError:  # no processor config in the checkpoint
+            processor = SamProcessor.for_config(sam.config)
+    return sam.to(device=device, dtype=dtype).eval(), processor
 
 
 def load_clip(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -54,12 +55,23 @@ class SamPreTrainedModel(PreTrainedModel):
     accepts_loss_kwargs = False  # the loss is a per-prompt mean: Trainer must not pass `num_items_in_batch`
 
     @classmethod
-    def from_pretrained(cls, *args: Any, **kwargs: Any) -> SamPreTrainedModel:
-        """transformers' `from_pretrained`, reading safetensors only: a checkpoint whose weights are pickles
-        (`pytorch_model.bin`) is refused unless the caller opts in with `use_safetensors=False` (they are then read
-        with torch's weights-only unpickler, which executes nothing)."""
-        kwargs.setdefault("use_safetensors", True)
-        return super().from_pretrained(*args, **kwargs)
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any
+    ) -> SamPreTrainedModel:
+        """transformers' `from_pretrained` on a directory or a Hub id: `model.safetensors` when there is one, else
+        `pytorch_model.bin` read by torch's weights-only unpickler (which executes nothing and refuses a file holding
+        anything but tensors), as transformers does. `weights_only=False` is refused. An official checkpoint file
+        (`sam_vit_b_01ec64.pth`) is not a model directory: `sam_hf.load_sam(path)` converts it in memory."""
+        if kwargs.get("weights_only", True) is not True:
+            raise ValueError("weights_only must be True: sam_hf reads pickled weights with the weights-only unpickler.")
+        name = pretrained_model_name_or_path
+        if isinstance(name, (str, os.PathLike)) and os.path.isfile(name):
+            raise ValueError(
+                f"{os.fspath(name)!r} is a file; from_pretrained takes a model directory or a "
+                "Hub id. Load an official checkpoint file (.pth) with sam_hf.load_sam(path), or convert it with "
+                "`sam-hf convert CHECKPOINT OUT_DIR`."
+            )
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

@@ -18,12 +18,13 @@
   `--return-single-mask` (best multimask candidate for one click, the single-mask token for more points).
   As in the official interface, a prompt without a box ends with one padding point `(0, 0)` of label -1.
 
-    python conversion/export_onnx.py MODEL_DIR_OR_HUB_ID OUT_DIR [--return-single-mask] [--opset 18]
+    sam-hf export-onnx MODEL OUT_DIR [--return-single-mask] [--opset 18]
+
+or `export_onnx(model, out_dir)` from Python. Needs the `onnx` extra (`pip install "sam_hf[onnx]"`).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import warnings
 from pathlib import Path
@@ -32,8 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sam_hf import SamModel
-from sam_hf.loading import load_sam
+from ..modeling import SamModel
 
 ENCODER_FILE = "image_encoder.onnx"
 DECODER_FILE = "mask_decoder.onnx"
@@ -55,7 +55,7 @@ class SamOnnxImageEncoder(nn.Module):
         self.vision_encoder = model.vision_encoder
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.vision_encoder(pixel_values)
+        return self.vision_encoder(pixel_values, return_dict=True).last_hidden_state
 
 
 class SamOnnxDecoder(nn.Module):
@@ -238,22 +238,3 @@ def export_onnx(
         export_image_encoder(model, output_dir / ENCODER_FILE, opset),
         export_decoder(model, output_dir / DECODER_FILE, return_single_mask, opset),
     )
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", help="sam_hf model directory or Hub id")
-    parser.add_argument("output_dir", help=f"directory to write {ENCODER_FILE} and {DECODER_FILE} to")
-    parser.add_argument("--return-single-mask", action="store_true", help="one mask per call instead of four")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    args = parser.parse_args(argv)
-    try:
-        model, _ = load_sam(args.model, device="cpu")
-    except (OSError, ValueError) as error:
-        parser.error(f"cannot load model {args.model!r}: {error}")
-    for path in export_onnx(model, args.output_dir, args.return_single_mask, args.opset):
-        print(f"wrote {path}")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,210 @@
+"""Official Segment Anything checkpoints (`sam_vit_{b,l,h}_*.pth` as downloaded) -> sam_hf: key mapping, the model
+configuration read off the tensor shapes, in-memory loading, and conversion to a sam_hf directory.
+
+Pickled checkpoints are read with `torch.load(..., weights_only=True)`: tensors only, nothing is executed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from ..configuration_sam import PRESETS, SamConfig
+from ..modeling import SamModel
+from ..processing import SamProcessor
+
+# File endings of official (pickled) checkpoints; `load_sam` converts these in memory.
+OFFICIAL_SUFFIXES = (".pth", ".pt")
+
+# Official name -> transformers/sam_hf name, applied in order to every key.
+KEY_RULES: list[tuple[str, str]] = [
+    (r"iou_prediction_head\.layers\.0\.", "iou_prediction_head.proj_in."),
+    (r"iou_prediction_head\.layers\.1\.", "iou_prediction_head.layers.0."),
+    (r"iou_prediction_head\.layers\.2\.", "iou_prediction_head.proj_out."),
+    (r"output_hypernetworks_mlps\.(\d+)\.layers\.0\.", r"output_hypernetworks_mlps.\1.proj_in."),
+    (r"output_hypernetworks_mlps\.(\d+)\.layers\.1\.", r"output_hypernetworks_mlps.\1.layers.0."),
+    (r"output_hypernetworks_mlps\.(\d+)\.layers\.2\.", r"output_hypernetworks_mlps.\1.proj_out."),
+    (r"mask_decoder\.output_upscaling\.0\.", "mask_decoder.upscale_conv1."),
+    (r"mask_decoder\.output_upscaling\.1\.", "mask_decoder.upscale_layer_norm."),
+    (r"mask_decoder\.output_upscaling\.3\.", "mask_decoder.upscale_conv2."),
+    (r"mask_downscaling\.0\.", "mask_embed.conv1."),
+    (r"mask_downscaling\.1\.", "mask_embed.layer_norm1."),
+    (r"mask_downscaling\.3\.", "mask_embed.conv2."),
+    (r"mask_downscaling\.4\.", "mask_embed.layer_norm2."),
+    (r"mask_downscaling\.6\.", "mask_embed.conv3."),
+    (r"point_embeddings\.", "point_embed."),
+    (r"pe_layer\.positional_encoding_gaussian_matrix", "shared_embedding.positional_embedding"),
+    (r"^image_encoder\.", "vision_encoder."),
+    (r"neck\.0\.", "neck.conv1."),
+    (r"neck\.1\.", "neck.layer_norm1."),
+    (r"neck\.2\.", "neck.conv2."),
+    (r"neck\.3\.", "neck.layer_norm2."),
+    (r"patch_embed\.proj\.", "patch_embed.projection."),
+    (r"\.norm", ".layer_norm"),
+    (r"\.blocks\.", ".layers."),
+]
+DROPPED_KEYS = {"pixel_mean", "pixel_std"}  # the processor normalises
+# A key every official SAM checkpoint has, and no transformers-layout one.
+OFFICIAL_MARKER_KEY = "image_encoder.patch_embed.proj.weight"
+
+
+def convert_key(key: str) -> str:
+    """One official parameter name -> its sam_hf (= transformers) name."""
+    for pattern, replacement in KEY_RULES:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def convert_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official SAM state dict -> sam_hf (= transformers) state dict."""
+    converted = {convert_key(key): value for key, value in state_dict.items() if key not in DROPPED_KEYS}
+    gaussian = "prompt_encoder.shared_embedding.positional_embedding"
+    if gaussian in converted:  # tied: the decoder's image-grid encoding uses the same matrix
+        converted["shared_image_embedding.positional_embedding"] = converted[gaussian]
+    return converted
+
+
+def _count(state_dict: Mapping[str, torch.Tensor], prefix: str) -> int:
+    """Number of numbered submodules `prefix.N.` in the state dict."""
+    pattern = re.compile(re.escape(prefix) + r"\.(\d+)\.")
+    indexes = {int(match.group(1)) for key in state_dict if (match := pattern.match(key))}
+    return max(indexes) + 1 if indexes else 0
+
+
+def config_from_official(state_dict: Mapping[str, torch.Tensor]) -> SamConfig:
+    """The `SamConfig` of an official state dict, read off its tensor shapes (vit_b/l/h give their presets; smaller
+    or retrained official-architecture models work too). The decoder's head count is not in the shapes: the
+    official 8 is assumed. Raises `ValueError` when the state dict is not an official SAM one."""
+    if OFFICIAL_MARKER_KEY not in state_dict:
+        raise ValueError(f"Not an official SAM checkpoint: no {OFFICIAL_MARKER_KEY}.")
+    try:
+        hidden, channels, patch, _ = state_dict[OFFICIAL_MARKER_KEY].shape
+        depth = _count(state_dict, "image_encoder.blocks")
+        # Relative position tables are (2 * side - 1, head_dim): side is the window, or the whole grid if global.
+        tables = [state_dict[f"image_encoder.blocks.{i}.attn.rel_pos_h"].shape for i in range(depth)]
+        pos_embed = state_dict.get("image_encoder.pos_embed")
+        grid = pos_embed.shape[1] if pos_embed is not None else 1024 // patch
+        global_blocks = [i for i, (rows, _) in enumerate(tables) if rows == 2 * grid - 1]
+        window = next(((rows + 1) // 2 for rows, _ in tables if rows != 2 * grid - 1), grid)
+        token_to_image = "mask_decoder.transformer.layers.0.cross_attn_token_to_image.q_proj.weight"
+        decoder_hidden = state_dict["mask_decoder.iou_token.weight"].shape[1]
+        vision = {
+            "hidden_size": hidden,
+            "num_channels": channels,
+            "patch_size": patch,
+            "image_size": grid * patch,
+            "num_hidden_layers": depth,
+            "num_attention_heads": hidden // tables[0][1],
+            "window_size": window,
+            "global_attn_indexes": global_blocks,
+            "mlp_dim": state_dict["image_encoder.blocks.0.mlp.lin1.weight"].shape[0],
+            "output_channels": state_dict["image_encoder.neck.0.weight"].shape[0],
+            "num_pos_feats": state_dict["prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"].shape[1],
+            "use_abs_pos": pos_embed is not None,
+        }
+        prompt = {
+            "hidden_size": decoder_hidden,
+            "image_size": grid * patch,
+            "patch_size": patch,
+            "mask_input_channels": state_dict["prompt_encoder.mask_downscaling.3.weight"].shape[0],
+            "num_point_embeddings": _count(state_dict, "prompt_encoder.point_embeddings"),
+        }
+        decoder = {
+            "hidden_size": decoder_hidden,
+            "mlp_dim": state_dict["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0],
+            "num_hidden_layers": _count(state_dict, "mask_decoder.transformer.layers"),
+            "attention_downsample_rate": decoder_hidden // state_dict[token_to_image].shape[0],
+            "num_multimask_outputs": state_dict["mask_decoder.mask_tokens.weight"].shape[0] - 1,
+            "iou_head_depth": _count(state_dict, "mask_decoder.iou_prediction_head.layers"),
+            "iou_head_hidden_dim": state_dict["mask_decoder.iou_prediction_head.layers.0.weight"].shape[0],
+        }
+    except (KeyError, IndexError, ValueError) as error:
+        raise ValueError(f"Not a complete official SAM checkpoint: cannot read {error} off its shapes.") from None
+    return SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
+
+
+def detect_model_size(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """`"vit_b"`, `"vit_l"` or `"vit_h"` when the official state dict has that size, else `None`."""
+    config = config_from_official(state_dict).to_dict()
+    return next((name for name in PRESETS if SamConfig.from_preset(name).to_dict() == config), None)
+
+
+def load_official_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Reads tensors only: safetensors, or a `.pth` through `torch.load(weights_only=True)`; a checkpoint saved as
+    `{"model": state_dict}` is unwrapped. Raises `ValueError` for a pickle holding anything but tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint at {path}.")
+    if path.suffix == ".safetensors":
+        return load_file(path)
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's message advises weights_only=False: not repeated here
+        raise ValueError(
+            f"{path} holds objects other than tensors; refusing to unpickle them (only tensors are read, with torch's "
+            "weights-only unpickler)."
+        ) from None
+    state_dict = state_dict.get("model", state_dict) if isinstance(state_dict, dict) else state_dict
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"{path} holds a {type(state_dict).__name__}, not a state dict of tensors.")
+    return state_dict
+
+
+def build_model(state_dict: Mapping[str, torch.Tensor], model_size: str | None = None) -> SamModel:
+    """A `SamModel` (eval mode) holding the official weights, its configuration read off the shapes.
+
+    Args:
+        state_dict: official parameter names -> tensors.
+        model_size: `"vit_b"`, `"vit_l"` or `"vit_h"` to insist on that size; `None` to accept any.
+
+    Raises:
+        ValueError: the size differs from `model_size`, or a key is missing or unexpected (all are named).
+    """
+    config = config_from_official(state_dict)
+    if model_size is not None:
+        if model_size not in PRESETS:
+            raise ValueError(f"model_size must be one of {sorted(PRESETS)}, got {model_size!r}.")
+        detected = detect_model_size(state_dict)
+        if model_size != detected:
+            which = detected or f"not an official size (hidden_size {config.vision_config.hidden_size})"
+            raise ValueError(f"--model-size {model_size} does not match the checkpoint, which is {which}.")
+    converted = convert_state_dict(state_dict)
+    with torch.device("meta"):  # no random init: every parameter is assigned below
+        model = SamModel(config)
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(converted)), sorted(set(converted) - expected)
+    if missing or unexpected:
+        raise ValueError(
+            f"Checkpoint does not match its shapes' model: missing keys {missing}, unexpected keys {unexpected}."
+        )
+    model.load_state_dict(converted, strict=True, assign=True)
+    return model.eval()
+
+
+def load_official(path: str | os.PathLike, model_size: str | None = None) -> SamModel:
+    """An official checkpoint file (`sam_vit_b_01ec64.pth`, ...) as a `SamModel`, converted in memory."""
+    return build_model(load_official_checkpoint(path), model_size)
+
+
+def convert_checkpoint(
+    checkpoint: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    model_size: str | None = None,
+    push_to_hub: str | None = None,
+) -> SamModel:
+    """Writes the official `checkpoint` as a sam_hf directory (`config.json`, `model.safetensors`, processor config)
+    that `SamModel.from_pretrained` / `load_sam` read; also uploads it when `push_to_hub` names a Hub repository."""
+    model = load_official(checkpoint, model_size)
+    processor = SamProcessor.for_config(model.config)
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    if push_to_hub:
+        model.push_to_hub(push_to_hub)
+        processor.push_to_hub(push_to_hub)
+    return model
