@@ -85,6 +85,25 @@ def test_transformers_checkpoint_loads_and_matches(tmp_path):
     torch.testing.assert_close(actual.pred_masks, expected.pred_masks, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("family", ["sam_hq", "sam2"])
+def test_other_sam_families_are_refused_by_name(tmp_path, family):
+    """transformers' SAM-HQ / SAM 2 configs: a ValueError naming the type and the supported ones, from the config
+    and the model, instead of an AttributeError on a field sam_hf derives."""
+    from transformers import Sam2Config, SamHQConfig
+
+    (SamHQConfig() if family == "sam_hq" else Sam2Config()).save_pretrained(tmp_path)
+    for load in (SamConfig.from_pretrained, SamModel.from_pretrained):
+        with pytest.raises(ValueError, match=f"model_type '{family}'.*'sam_hf'.*'sam'"):
+            load(tmp_path)
+
+
+def test_hub_layout_config_still_loads(tmp_path):
+    """`model_type: "sam"` (the facebook/sam-vit-* files) keeps loading."""
+    TransformersSamConfig().save_pretrained(tmp_path)
+    config = SamConfig.from_pretrained(tmp_path)
+    assert config.vision_config.hidden_size == 768 and config.prompt_encoder_config.image_embedding_size == 64
+
+
 EMBEDDING = torch.zeros(1, 64, 8, 8)
 POINTS = torch.tensor([[[[10.0, 20.0]]]])
 

@@ -272,11 +272,22 @@ class SamConfig(PreTrainedConfig):
     @classmethod
     def get_config_dict(cls, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         config_dict, kwargs = super().get_config_dict(*args, **kwargs)
-        if config_dict.get("model_type") == "sam":
+        model_type = config_dict.get("model_type", cls.model_type)
+        if model_type == TRANSFORMERS_MODEL_TYPE:
             config_dict = _from_transformers_layout(config_dict)
+        elif model_type != cls.model_type:
+            # Other families (sam_hq, sam2, ...) have other sub-config fields and weights: refuse them by name rather
+            # than fail later on a field that sam_hf derives (e.g. `image_embedding_size`).
+            raise ValueError(
+                f"sam_hf cannot load a config of model_type {model_type!r}: supported are {cls.model_type!r} "
+                f"(sam_hf's own checkpoints) and {TRANSFORMERS_MODEL_TYPE!r} (transformers' SamModel, e.g. the "
+                "facebook/sam-vit-* and SlimSAM checkpoints)."
+            )
         return config_dict, kwargs
 
 
+# `model_type` of transformers' SAM (`facebook/sam-vit-*`), whose configs sam_hf translates on load.
+TRANSFORMERS_MODEL_TYPE = "sam"
 # Keys of transformers' SAM configs that sam_hf derives instead of storing.
 _DERIVED_KEYS = {"model_type", "image_embedding_size", "scale"}
 

@@ -21,6 +21,19 @@ PAD_LABEL = -10  # ragged prompts: the point is ignored entirely, as if the prom
 POINT_LABELS = (FOREGROUND_LABEL, BACKGROUND_LABEL, NOT_A_POINT_LABEL, PAD_LABEL)
 
 
+def is_tracing() -> bool:
+    """Whether `torch.compile`, `torch.export` / ONNX export or `torch.jit.trace` is tracing the model. Checks that read
+    tensor values (`.all()`, `.item()`) are skipped then, as they would break the graph; in eager use (and at the
+    processor and predictor boundary) they always run."""
+    return torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+
+
+def values_readable(tensor: torch.Tensor) -> bool:
+    """Whether checks may read `tensor`'s values: not while tracing (`is_tracing`), nor on the meta device, where
+    tensors have shapes but no values (models are built there, and tests run them there to catch device mix-ups)."""
+    return not (is_tracing() or tensor.is_meta)
+
+
 def _check_tensor(name: str, value: object, ndim: int, last_dim: int | None, form: str) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape {form}, got {type(value).__name__}.")
@@ -28,7 +41,7 @@ def _check_tensor(name: str, value: object, ndim: int, last_dim: int | None, for
         raise ValueError(f"{name} must have shape {form}, got {tuple(value.shape)}.")
     if 0 in value.shape[:2]:
         raise ValueError(f"{name} needs at least one image and one prompt: shape {form}, got {tuple(value.shape)}.")
-    if value.is_floating_point() and not torch.isfinite(value).all():
+    if value.is_floating_point() and values_readable(value) and not torch.isfinite(value).all():
         raise ValueError(f"{name} contains NaN or infinite values.")
     return value
 
@@ -57,19 +70,20 @@ def check_prompts(
                 f"input_labels must have one label per point: expected shape {tuple(input_points.shape[:3])}, "
                 f"got {tuple(input_labels.shape)}."
             )
-        if input_labels.is_floating_point() and not torch.equal(input_labels, input_labels.round()):
-            raise ValueError("input_labels must be integers.")
-        allowed = torch.tensor(POINT_LABELS, device=input_labels.device)
-        if not torch.isin(input_labels.to(allowed.dtype), allowed).all():
-            raise ValueError(
-                f"input_labels must be 1 (foreground), 0 (background), -1 (not a point) or -10 (padding), "
-                f"got values {sorted(set(input_labels.unique().tolist()) - set(POINT_LABELS))}."
-            )
+        if values_readable(input_labels):
+            if input_labels.is_floating_point() and not torch.equal(input_labels, input_labels.round()):
+                raise ValueError("input_labels must be integers.")
+            allowed = torch.tensor(POINT_LABELS, device=input_labels.device)
+            if not torch.isin(input_labels.to(allowed.dtype), allowed).all():
+                raise ValueError(
+                    f"input_labels must be 1 (foreground), 0 (background), -1 (not a point) or -10 (padding), "
+                    f"got values {sorted(set(input_labels.unique().tolist()) - set(POINT_LABELS))}."
+                )
     if input_boxes is not None:
         _check_tensor("input_boxes", input_boxes, 3, 4, "(batch_size, point_batch_size, 4) as x1, y1, x2, y2")
         if not input_boxes.is_floating_point():
             raise TypeError(f"input_boxes must be a floating point tensor, got {input_boxes.dtype}.")
-        if (input_boxes[..., 2] < input_boxes[..., 0]).any() or (input_boxes[..., 3] < input_boxes[..., 1]).any():
+        if values_readable(input_boxes) and (input_boxes[..., 2:] < input_boxes[..., :2]).any():
             raise ValueError("input_boxes must be x1, y1, x2, y2 with x2 >= x1 and y2 >= y1.")
         if input_points is not None and input_boxes.shape[:2] != input_points.shape[:2]:
             raise ValueError(

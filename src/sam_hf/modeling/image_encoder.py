@@ -3,14 +3,17 @@ and a convolutional neck that maps `(batch, 3, 1024, 1024)` pixels to a `(batch,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import product
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput
 
 from ..configuration_sam import SamVisionConfig
+from ..prompts import is_tracing
 from .common import SamLayerNorm2d, SamMLPBlock
 
 # At most this many bias values exist at once (32 MiB in fp32), small enough to stay in the allocator's pool.
@@ -27,12 +30,33 @@ def relative_position_table(size: int, rel_pos: torch.Tensor) -> torch.Tensor:
     return rel_pos[positions[:, None] - positions[None, :] + (size - 1)]
 
 
+@dataclass
+class SamVisionEncoderOutput(ModelOutput):
+    """
+    Args:
+        last_hidden_state: `(batch_size, output_channels, grid, grid)` image embeddings (the neck's output).
+        hidden_states: when `output_hidden_states`, the ViT tokens `(batch_size, grid, grid, hidden_size)` after the
+            patch and position embedding and after each layer (`num_hidden_layers + 1` tensors).
+        attentions: when `output_attentions`, each layer's softmax attention weights, as transformers returns them:
+            `(batch_size * num_windows * num_heads, tokens, tokens)` (`num_windows` 1 for global layers, `tokens` the
+            padded window's or the whole grid's).
+    """
+
+    last_hidden_state: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
 class SamVisionAttention(nn.Module):
     """Multi-head self-attention over a `(batch, height, width, channels)` grid of tokens, with the decomposed
-    relative position bias of MViTv2 added to the attention logits."""
+    relative position bias of MViTv2 added to the attention logits.
+
+    `config._attn_implementation` picks the code: `"sdpa"` (default) runs the tuned path below, which never
+    materialises the attention weights; `"eager"`, or `output_attentions=True`, computes and returns them."""
 
     def __init__(self, config: SamVisionConfig, input_size: int) -> None:
         super().__init__()
+        self.config = config
         self.num_attention_heads = config.num_attention_heads
         head_dim = config.hidden_size // config.num_attention_heads
         self.qkv = nn.Linear(config.hidden_size, config.hidden_size * 3, bias=config.qkv_bias)
@@ -51,16 +75,36 @@ class SamVisionAttention(nn.Module):
         rel_w = torch.einsum("bnhwc,wkc->bnhwk", grid_query, relative_position_table(width, self.rel_pos_w))
         return rel_h.flatten(2, 3), rel_w.flatten(2, 3)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`(batch, height, width, channels)` -> the same shape, and the attention weights
+        `(batch * heads, tokens, tokens)` when `output_attentions` (else `None`)."""
         batch_size, height, width, channels = hidden_states.shape
         qkv = self.qkv(hidden_states).reshape(batch_size, height * width, 3, self.num_attention_heads, -1)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, tokens, head_dim)
-        if self.use_rel_pos:
+        attn_weights = None
+        if output_attentions or self.config._attn_implementation == "eager":
+            attn_output, attn_weights = self._eager_attention(query, key, value, height, width)
+            attn_weights = attn_weights.flatten(0, 1) if output_attentions else None
+        elif self.use_rel_pos:
             attn_output = self._attention_with_relative_position(query, key, value, height, width)
         else:
             attn_output = F.scaled_dot_product_attention(query, key, value)
         attn_output = attn_output.transpose(1, 2).reshape(batch_size, height, width, channels)
-        return self.proj(attn_output)
+        return self.proj(attn_output), attn_weights
+
+    def _eager_attention(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, height: int, width: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention with its weights materialised: `(batch, heads, tokens, head_dim)` output and
+        `(batch, heads, tokens, tokens)` softmax weights (tokens x tokens floats per head: large for global blocks)."""
+        logits = (query * query.shape[-1] ** -0.5) @ key.transpose(-1, -2)
+        if self.use_rel_pos:
+            rel_h, rel_w = self.decomposed_relative_position(query, height, width)
+            logits = logits + (rel_h[..., :, None] + rel_w[..., None, :]).flatten(-2)
+        attn_weights = torch.softmax(logits, dim=-1, dtype=torch.float32).to(query.dtype)
+        return attn_weights @ value, attn_weights
 
     def _attention_with_relative_position(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, height: int, width: int
@@ -71,8 +115,7 @@ class SamVisionAttention(nn.Module):
         rel_h, rel_w = self.decomposed_relative_position(query, height, width)
         batch_size, num_heads, num_tokens = query.shape[:3]
         # Eager only: traced for ONNX or torch.compile, the Python loop would unroll into thousands of nodes.
-        tracing = torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
-        if num_tokens > GLOBAL_ATTENTION_TOKENS and not tracing:
+        if num_tokens > GLOBAL_ATTENTION_TOKENS and not is_tracing():
             return _blockwise_attention(query, key, value, rel_h, rel_w, height, width)
         chunk = max(1, BIAS_CHUNK_ELEMENTS // (batch_size * num_heads * num_tokens))
         outputs = []
@@ -156,18 +199,21 @@ class SamVisionLayer(GradientCheckpointingLayer):
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = SamMLPBlock(config.hidden_size, config.mlp_dim, config.hidden_act)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`(batch, height, width, channels)` -> the same shape, and the attention weights when `output_attentions`."""
         residual = hidden_states
         hidden_states = self.layer_norm1(hidden_states)
         if self.window_size > 0:
             size = hidden_states.shape[1:3]
             hidden_states, padded_size = window_partition(hidden_states, self.window_size)
-            hidden_states = self.attn(hidden_states)
+            hidden_states, attn_weights = self.attn(hidden_states, output_attentions)
             hidden_states = window_unpartition(hidden_states, self.window_size, padded_size, size)
         else:
-            hidden_states = self.attn(hidden_states)
+            hidden_states, attn_weights = self.attn(hidden_states, output_attentions)
         hidden_states = residual + hidden_states
-        return hidden_states + self.mlp(self.layer_norm2(hidden_states))
+        return hidden_states + self.mlp(self.layer_norm2(hidden_states)), attn_weights
 
 
 class SamVisionNeck(nn.Module):
@@ -204,6 +250,7 @@ class SamVisionEncoder(nn.Module):
 
     def __init__(self, config: SamVisionConfig) -> None:
         super().__init__()
+        self.config = config
         grid_size = config.image_size // config.patch_size
         self.patch_embed = SamPatchEmbeddings(config)
         self.pos_embed = (
@@ -215,10 +262,32 @@ class SamVisionEncoder(nn.Module):
         )
         self.neck = SamVisionNeck(config)
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> SamVisionEncoderOutput | tuple[torch.Tensor, ...]:
+        """transformers' `SamVisionEncoder` call: the flags default to the config's; `return_dict=False` gives the
+        output's non-`None` fields as a tuple."""
+        config = self.config
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
         hidden_states = self.patch_embed(pixel_values)
         if self.pos_embed is not None:
             hidden_states = hidden_states + self.pos_embed
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
         for layer in self.layers:
-            hidden_states = layer(hidden_states)
-        return self.neck(hidden_states.permute(0, 3, 1, 2))
+            hidden_states, attn_weights = layer(hidden_states, output_attentions)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            if output_attentions:
+                all_attentions += (attn_weights,)
+        output = SamVisionEncoderOutput(
+            last_hidden_state=self.neck(hidden_states.permute(0, 3, 1, 2)),
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+        )
+        return output if (config.return_dict if return_dict is None else return_dict) else output.to_tuple()

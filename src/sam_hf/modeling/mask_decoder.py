@@ -18,6 +18,7 @@ UPSCALE_CHUNK_ELEMENTS = 1 << 22  # upscaled-feature values computed at once: 16
 class SamMaskDecoder(nn.Module):
     def __init__(self, config: SamMaskDecoderConfig) -> None:
         super().__init__()
+        self.config = config
         hidden_size = config.hidden_size
         self.num_mask_tokens = config.num_multimask_outputs + 1
         self.iou_token = nn.Embedding(1, hidden_size)
@@ -42,7 +43,8 @@ class SamMaskDecoder(nn.Module):
         dense_prompt_embeddings: torch.Tensor,
         multimask_output: bool | None,
         sparse_padding_mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, ...]:
         """
         Args:
             image_embeddings: `(batch_size, C, h, w)` from the image encoder.
@@ -52,10 +54,12 @@ class SamMaskDecoder(nn.Module):
             multimask_output: return the `num_multimask_outputs` masks instead of the single-mask token's; `None`:
                 every mask token's, single-mask token first (the official ONNX interface).
             sparse_padding_mask: bool `(batch_size, point_batch_size, num_tokens)`, `True` for ignored tokens.
+            output_attentions: also return each two-way layer's image -> tokens attention output.
 
         Returns:
             masks: `(batch_size, point_batch_size, num_masks, 4h, 4w)` low-resolution logits.
             iou_predictions: `(batch_size, point_batch_size, num_masks)`.
+            attentions (only when `output_attentions`): per layer `(batch_size, point_batch_size, h * w, C)`.
         """
         batch_size, channels, height, width = image_embeddings.shape
         if sparse_prompt_embeddings is not None:
@@ -74,7 +78,9 @@ class SamMaskDecoder(nn.Module):
 
         image_tokens = (image_embeddings[:, None] + dense_prompt_embeddings).flatten(3).transpose(2, 3)
         image_pe = image_positional_embeddings.flatten(2).transpose(1, 2)[:, None]
-        tokens, image_tokens = self.transformer(tokens, image_tokens, image_pe, padding_mask)
+        tokens, image_tokens, attentions = self.transformer(
+            tokens, image_tokens, image_pe, padding_mask, output_attentions
+        )
 
         # Only the returned masks are computed: tokens 1.. for multimask output, token 0 otherwise.
         if multimask_output is None:
@@ -94,7 +100,7 @@ class SamMaskDecoder(nn.Module):
             dim=1,
         )
         iou_predictions = self.iou_prediction_head(tokens[:, :, 0])[..., selected.start : selected.stop]
-        return masks, iou_predictions
+        return (masks, iou_predictions, attentions) if output_attentions else (masks, iou_predictions)
 
     def _upscale_and_project(self, image_tokens: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
         """The official `upscaling` (ConvTranspose 2x2 stride 2, LayerNorm2d, GELU, ConvTranspose, GELU) followed by

@@ -14,7 +14,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from ..configuration_sam import SamConfig
-from ..prompts import FOREGROUND_LABEL, check_prompts
+from ..prompts import FOREGROUND_LABEL, check_prompts, values_readable
 from .image_encoder import SamVisionAttention, SamVisionEncoder
 from .loss import sam_loss
 from .mask_decoder import SamMaskDecoder
@@ -27,12 +27,20 @@ PROCESSOR_ONLY_KEYS = {"original_sizes", "reshaped_input_sizes"}
 
 @dataclass
 class SamImageSegmentationOutput(ModelOutput):
-    """
+    """transformers' `SamImageSegmentationOutput` (same fields, same order), plus `loss` first and `image_embeddings`
+    last, so that `return_dict=False` tuples index as transformers' do.
+
     Args:
         loss: scalar training loss (`sam_hf.modeling.loss.sam_loss`), when `labels` are given.
         iou_scores: `(batch_size, point_batch_size, num_masks)` predicted IoU of each mask.
         pred_masks: `(batch_size, point_batch_size, num_masks, 256, 256)` low-resolution mask logits (threshold 0);
             `SamProcessor.post_process_masks` maps them to the original image size.
+        vision_hidden_states: with `output_hidden_states` and `pixel_values`, the image encoder's tokens
+            `(batch_size, 64, 64, hidden_size)` after the embeddings and after each layer.
+        vision_attentions: with `output_attentions` and `pixel_values`, each encoder layer's attention weights
+            `(batch_size * num_windows * num_heads, tokens, tokens)` (whatever `attn_implementation`).
+        mask_decoder_attentions: with `output_attentions`, each two-way layer's image -> tokens attention output
+            `(batch_size, point_batch_size, 64 * 64, 256)`, as transformers records it.
         image_embeddings: `(batch_size, 256, 64, 64)` image embeddings, when computed from `pixel_values`, so that
             further prompts can reuse them.
     """
@@ -40,6 +48,9 @@ class SamImageSegmentationOutput(ModelOutput):
     loss: torch.Tensor | None = None
     iou_scores: torch.Tensor | None = None
     pred_masks: torch.Tensor | None = None
+    vision_hidden_states: tuple[torch.Tensor, ...] | None = None
+    vision_attentions: tuple[torch.Tensor, ...] | None = None
+    mask_decoder_attentions: tuple[torch.Tensor, ...] | None = None
     image_embeddings: torch.Tensor | None = None
 
 
@@ -112,6 +123,9 @@ class SamModel(SamPreTrainedModel):
 
     def __init__(self, config: SamConfig) -> None:
         super().__init__(config)
+        # The encoder and decoder read the attention implementation from their sub-configs, as transformers' do.
+        for sub_config in (config.vision_config, config.mask_decoder_config):
+            sub_config._attn_implementation = config._attn_implementation
         self.shared_image_embedding = SamPositionalEmbedding(config.vision_config.num_pos_feats)
         self.vision_encoder = SamVisionEncoder(config.vision_config)
         text = config.text_config
@@ -140,13 +154,37 @@ class SamModel(SamPreTrainedModel):
         expected = (vision.num_channels, vision.image_size, vision.image_size)
         if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected or pixel_values.shape[0] == 0:
             raise ValueError(f"pixel_values must have shape {form}, got {tuple(pixel_values.shape)}; use SamProcessor.")
-        if not torch.isfinite(pixel_values).all():
+        if values_readable(pixel_values) and not torch.isfinite(pixel_values).all():
             raise ValueError("pixel_values contains NaN or infinite values.")
 
     def get_image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """`pixel_values (batch_size, 3, 1024, 1024)` -> image embeddings `(batch_size, 256, 64, 64)`."""
         self._check_pixel_values(pixel_values)
-        return self.vision_encoder(pixel_values.to(self.dtype))
+        return self.vision_encoder(pixel_values.to(self.dtype), return_dict=True).last_hidden_state
+
+    def get_prompt_embeddings(
+        self,
+        input_points: torch.Tensor | None = None,
+        input_labels: torch.Tensor | None = None,
+        input_boxes: torch.Tensor | None = None,
+        input_masks: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """transformers' `get_prompt_embeddings`: the prompt encoder's output for prompts laid out as in `forward`.
+
+        Returns:
+            sparse_embeddings: `(batch_size, point_batch_size, num_tokens, 256)` (points with the not-a-point token
+                appended when there is no box, then box corners), or `None` without points and boxes.
+            dense_embeddings: `(batch_size, point_batch_size or 1, 256, 64, 64)`, from `input_masks` or the no-mask
+                embedding.
+        """
+        check_prompts(
+            input_points, input_labels, input_boxes, input_masks, self.config.prompt_encoder_config.mask_input_size
+        )
+        if input_points is not None and input_labels is None:
+            input_labels = torch.full(input_points.shape[:3], FOREGROUND_LABEL, device=input_points.device)
+        sparse, _, dense = self.prompt_encoder(input_points, input_labels, input_boxes, input_masks)
+        prompts = next((x for x in (input_points, input_boxes, input_masks) if x is not None), None)
+        return sparse, dense.expand(1 if prompts is None else prompts.shape[0], -1, -1, -1, -1)
 
     def _check_text(self, input_text_ids: torch.Tensor | None, text_embeds: torch.Tensor | None) -> None:
         if input_text_ids is None and text_embeds is None:
@@ -171,7 +209,7 @@ class SamModel(SamPreTrainedModel):
             ):
                 raise ValueError(f"input_text_ids must have shape {form}, got {tuple(input_text_ids.shape)}.")
             vocab_size = self.text_encoder.clip.vocab_size
-            if input_text_ids.numel() and (input_text_ids.min() < 0 or input_text_ids.max() >= vocab_size):
+            if values_readable(input_text_ids) and (input_text_ids.min() < 0 or input_text_ids.max() >= vocab_size):
                 raise ValueError(f"input_text_ids must be token ids in [0, {vocab_size}).")
         else:
             form = f"(batch_size, point_batch_size, {text.embed_dim}) CLIP embeddings"
@@ -179,7 +217,7 @@ class SamModel(SamPreTrainedModel):
                 raise TypeError(f"text_embeds must be a floating point torch.Tensor {form}.")
             if text_embeds.ndim != 3 or text_embeds.shape[-1] != text.embed_dim or 0 in text_embeds.shape[:2]:
                 raise ValueError(f"text_embeds must have shape {form}, got {tuple(text_embeds.shape)}.")
-            if not torch.isfinite(text_embeds).all():
+            if values_readable(text_embeds) and not torch.isfinite(text_embeds).all():
                 raise ValueError("text_embeds contains NaN or infinite values.")
 
     def get_text_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -199,8 +237,11 @@ class SamModel(SamPreTrainedModel):
         image_embeddings: torch.Tensor | None = None,
         multimask_output: bool = True,
         labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
         **kwargs: torch.Tensor,
-    ) -> SamImageSegmentationOutput:
+    ) -> SamImageSegmentationOutput | tuple[torch.Tensor, ...]:
         r"""
         Args:
             pixel_values: `(batch_size, 3, 1024, 1024)` normalised, padded images from `SamProcessor`.
@@ -218,12 +259,18 @@ class SamModel(SamPreTrainedModel):
             multimask_output: 3 masks per prompt (for ambiguous single clicks) or 1 (for multi-prompt input).
             labels: `(batch_size, point_batch_size, H, W)` ground-truth masks in the model's input frame (any
                 resolution, e.g. 256x256 or 1024x1024); `loss` is then the paper's training loss.
+            output_attentions: also return `vision_attentions` (with `pixel_values`; the encoder then materialises
+                its attention weights, whatever `attn_implementation`) and `mask_decoder_attentions`; default
+                `config.output_attentions`.
+            output_hidden_states: also return `vision_hidden_states` (with `pixel_values`); default
+                `config.output_hidden_states`.
+            return_dict: `False` returns the output's non-`None` fields as a tuple; default `config.return_dict`.
             kwargs: only the processor's `original_sizes` / `reshaped_input_sizes`, accepted so that
                 `model(**processor(...))` works; they matter to `post_process_masks`, not to the model.
 
         Returns:
             [`SamImageSegmentationOutput`] with `iou_scores (batch_size, point_batch_size, num_masks)` and
-            `pred_masks (batch_size, point_batch_size, num_masks, 256, 256)`.
+            `pred_masks (batch_size, point_batch_size, num_masks, 256, 256)`, or its tuple.
         """
         unexpected = set(kwargs) - PROCESSOR_ONLY_KEYS
         if unexpected:
@@ -259,9 +306,15 @@ class SamModel(SamPreTrainedModel):
             )
         if input_points is not None and input_labels is None:
             input_labels = torch.full(input_points.shape[:3], FOREGROUND_LABEL, device=input_points.device)
-        computed_embeddings = None
+        config = self.config
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        computed_embeddings = vision_outputs = None
         if pixel_values is not None:
-            image_embeddings = computed_embeddings = self.vision_encoder(pixel_values.to(self.dtype))
+            vision_outputs = self.vision_encoder(
+                pixel_values.to(self.dtype), output_attentions, output_hidden_states, return_dict=True
+            )
+            image_embeddings = computed_embeddings = vision_outputs.last_hidden_state
         image_embeddings = image_embeddings.to(self.dtype)
         if input_masks is not None:
             input_masks = input_masks.to(self.dtype)
@@ -273,21 +326,29 @@ class SamModel(SamPreTrainedModel):
         sparse, padding_mask, dense = self.prompt_encoder(
             input_points, input_labels, input_boxes, input_masks, text_embeds
         )
-        pred_masks, iou_scores = self.mask_decoder(
+        pred_masks, iou_scores, *decoder_attentions = self.mask_decoder(
             image_embeddings=image_embeddings,
             image_positional_embeddings=self.get_image_wide_positional_embeddings(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask_output,
             sparse_padding_mask=padding_mask,
+            output_attentions=output_attentions,
         )
         loss = None
         if labels is not None:
             self._check_labels(labels, pred_masks)
             loss = sam_loss(pred_masks, iou_scores, labels).total
-        return SamImageSegmentationOutput(
-            loss=loss, iou_scores=iou_scores, pred_masks=pred_masks, image_embeddings=computed_embeddings
+        output = SamImageSegmentationOutput(
+            loss=loss,
+            iou_scores=iou_scores,
+            pred_masks=pred_masks,
+            vision_hidden_states=vision_outputs.hidden_states if vision_outputs is not None else None,
+            vision_attentions=vision_outputs.attentions if vision_outputs is not None else None,
+            mask_decoder_attentions=decoder_attentions[0] if output_attentions else None,
+            image_embeddings=computed_embeddings,
         )
+        return output if (config.return_dict if return_dict is None else return_dict) else output.to_tuple()
 
     @staticmethod
     def _check_labels(labels: torch.Tensor, pred_masks: torch.Tensor) -> None:

@@ -12,7 +12,7 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from ..configuration_sam import SamPromptEncoderConfig
-from ..prompts import BACKGROUND_LABEL, FOREGROUND_LABEL, NOT_A_POINT_LABEL, PAD_LABEL
+from ..prompts import BACKGROUND_LABEL, FOREGROUND_LABEL, NOT_A_POINT_LABEL, PAD_LABEL, values_readable
 from .common import SamLayerNorm2d
 
 
@@ -136,7 +136,10 @@ class SamPromptEncoder(nn.Module):
             labels.append(torch.full_like(text_embeds[..., :1], FOREGROUND_LABEL, dtype=torch.long))
         sparse_embeddings = torch.cat(sparse, dim=2) if sparse else None
         padding = torch.cat([label.long() for label in labels], dim=2) == PAD_LABEL if labels else None
-        sparse_padding_mask = padding if padding is not None and padding.any() else None
+        # Without padding the decoder skips masking (faster); traced or on meta, the mask stays (no value to test).
+        if padding is not None and values_readable(padding) and not padding.any():
+            padding = None
+        sparse_padding_mask = padding
 
         if input_masks is not None:
             dense = self.mask_embed(input_masks.flatten(0, 1).unsqueeze(1))

@@ -25,10 +25,12 @@ from .common import SamMLPBlock
 
 class SamAttention(nn.Module):
     """Multi-head attention whose queries, keys and values are projected to `hidden_size // downsample_rate`.
-    Leading dimensions of query and key/value broadcast against each other."""
+    Leading dimensions of query and key/value broadcast against each other. `forward` runs SDPA, or plain matrix
+    products and softmax when `config._attn_implementation == "eager"`; the factored forms are plain products."""
 
     def __init__(self, config: SamMaskDecoderConfig, downsample_rate: int = 1) -> None:
         super().__init__()
+        self.config = config
         internal_dim = config.hidden_size // downsample_rate
         if internal_dim % config.num_attention_heads:
             raise ValueError(f"num_attention_heads ({config.num_attention_heads}) must divide {internal_dim}.")
@@ -53,7 +55,13 @@ class SamAttention(nn.Module):
         attn_mask = None
         if key_padding_mask is not None:
             attn_mask = ~key_padding_mask.expand(*leading, key.shape[-2]).reshape(-1, 1, 1, key.shape[-2])
-        attn_output = F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask)
+        if self.config._attn_implementation == "eager":
+            logits = (query * query.shape[-1] ** -0.5) @ key.transpose(-1, -2)
+            if attn_mask is not None:
+                logits = logits.masked_fill(~attn_mask, float("-inf"))
+            attn_output = torch.softmax(logits, dim=-1) @ value
+        else:
+            attn_output = F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask)
         attn_output = attn_output.transpose(1, 2).flatten(2).unflatten(0, leading)
         return self.out_proj(attn_output)
 
@@ -101,13 +109,11 @@ class SamAttention(nn.Module):
         keys: torch.Tensor,
         values: torch.Tensor,
         key_padding_mask: torch.Tensor | None,
-        residual: torch.Tensor,
     ) -> torch.Tensor:
-        """Image tokens attend to tokens, factored: `residual + forward(image_queries, keys, values, mask)` up to
-        rounding.
+        """Image tokens attend to tokens, factored: `forward(image_queries, keys, values, mask)` up to rounding.
 
         Args:
-            image_queries, residual: `(B, 1 or P, N, C)` image tokens (with and without positional encoding).
+            image_queries: `(B, 1 or P, N, C)` image tokens (with positional encoding).
             keys, values: `(B, P, T, C)` tokens; `key_padding_mask` bool `(B, P, T)`, `True` = ignore that key.
 
         Returns:
@@ -137,7 +143,7 @@ class SamAttention(nn.Module):
             logits = key_queries @ image_queries.transpose(-1, -2)  # (B, P, H * T, N)
         logits = logits.unflatten(-2, (heads, -1)) + offsets  # (B, P, H, T, N)
         weights = torch.softmax(logits, dim=-2).flatten(-3, -2)
-        return torch.matmul(weights.transpose(-1, -2), projected).add_(residual)
+        return torch.matmul(weights.transpose(-1, -2), projected)
 
 
 class SamTwoWayAttentionBlock(nn.Module):
@@ -164,7 +170,11 @@ class SamTwoWayAttentionBlock(nn.Module):
         query_pe: torch.Tensor,
         key_pe: torch.Tensor,
         padding_mask: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Returns the new tokens and image tokens, and (when `output_attentions`) the image -> tokens attention's
+        output `(batch, point_batch_size, height * width, C)`: what transformers returns as a mask decoder
+        attention."""
         if self.skip_first_layer_pe:  # the first layer's tokens are their own positional encoding
             queries = self.self_attn(queries, queries, queries, padding_mask)
         else:
@@ -179,10 +189,12 @@ class SamTwoWayAttentionBlock(nn.Module):
 
         attention = self.cross_attn_image_to_token
         if attention.factored_is_cheaper(queries.shape[-2]):
-            keys = attention.image_to_tokens(keys_with_pe, queries + query_pe, queries, padding_mask, residual=keys)
+            attn_output = attention.image_to_tokens(keys_with_pe, queries + query_pe, queries, padding_mask)
         else:
-            keys = keys + attention(keys_with_pe, queries + query_pe, queries, padding_mask)
-        return queries, self.layer_norm4(keys)
+            attn_output = attention(keys_with_pe, queries + query_pe, queries, padding_mask)
+        # In place into the fresh (batch, prompts, N, C) output unless it is returned: no second tensor that size.
+        keys = keys + attn_output if output_attentions else attn_output.add_(keys)
+        return queries, self.layer_norm4(keys), attn_output if output_attentions else None
 
 
 def attend_tokens_to_image(
@@ -212,7 +224,8 @@ class SamTwoWayTransformer(nn.Module):
         image_embeddings: torch.Tensor,
         image_positional_embeddings: torch.Tensor,
         padding_mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...] | None]:
         """
         Args:
             point_embeddings: `(batch, point_batch_size, num_tokens, C)` output and prompt tokens.
@@ -222,12 +235,18 @@ class SamTwoWayTransformer(nn.Module):
 
         Returns:
             The updated tokens `(batch, point_batch_size, num_tokens, C)` and image tokens
-            `(batch, point_batch_size, height * width, C)`.
+            `(batch, point_batch_size, height * width, C)`, and when `output_attentions` each layer's image -> tokens
+            attention output `(batch, point_batch_size, height * width, C)` (else `None`).
         """
         queries, keys = point_embeddings, image_embeddings
+        attentions = () if output_attentions else None
         for layer in self.layers:
-            queries, keys = layer(queries, keys, point_embeddings, image_positional_embeddings, padding_mask)
+            queries, keys, attn_output = layer(
+                queries, keys, point_embeddings, image_positional_embeddings, padding_mask, output_attentions
+            )
+            if output_attentions:
+                attentions += (attn_output,)
         attn_output = attend_tokens_to_image(
             self.final_attn_token_to_image, queries + point_embeddings, keys + image_positional_embeddings, keys
         )
-        return self.layer_norm_final_attn(queries + attn_output), keys
+        return self.layer_norm_final_attn(queries + attn_output), keys, attentions

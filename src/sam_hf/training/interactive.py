@@ -59,7 +59,9 @@ def sample_points(regions: torch.Tensor, generator: torch.Generator | None = Non
     """One pixel uniformly from each region.
 
     Args:
-        regions: bool `(..., H, W)`.
+        regions: bool `(..., H, W)`, on any device.
+        generator: a CPU generator: one uniform number per region is drawn on the CPU and moved to the regions'
+            device, so that a seed gives the same points on every device.
 
     Returns:
         points `(..., 2)` (x, y) and a bool `(...)` telling which regions were non-empty (empty ones give (0, 0)).
@@ -67,7 +69,10 @@ def sample_points(regions: torch.Tensor, generator: torch.Generator | None = Non
     flat = regions.flatten(-2).reshape(-1, regions.shape[-2] * regions.shape[-1]).float()
     found = flat.sum(dim=-1) > 0
     flat[~found] = 1.0  # any pixel: the caller discards it
-    index = torch.multinomial(flat, 1, generator=generator).squeeze(-1)
+    # The k-th pixel of the region, k uniform: the first whose running count exceeds u * count.
+    counts = flat.cumsum(dim=-1)
+    draws = torch.rand(len(flat), 1, generator=generator).to(flat.device)
+    index = torch.searchsorted(counts, draws * counts[:, -1:], right=True).clamp_max(flat.shape[-1] - 1).squeeze(-1)
     points = _pixel_coordinates(index, regions.shape[-1]) * found[:, None]
     return points.reshape(*regions.shape[:-2], 2), found.reshape(regions.shape[:-2])
 
@@ -103,7 +108,7 @@ def noisy_boxes(gt_masks: torch.Tensor, generator: torch.Generator | None = None
     x1 = torch.where(cols, arange_w, -1).max(dim=-1).values
     boxes = torch.stack([x0, y0, x1, y1], dim=-1).float()
     sides = torch.stack([x1 - x0, y1 - y0], dim=-1).float().repeat(*([1] * (boxes.ndim - 1)), 2)
-    noise = torch.randn(boxes.shape, generator=generator, device=boxes.device) * BOX_NOISE * sides
+    noise = torch.randn(boxes.shape, generator=generator).to(boxes.device) * BOX_NOISE * sides  # CPU generator
     boxes = boxes + noise.clamp(-BOX_NOISE_MAX, BOX_NOISE_MAX)
     low, high = torch.minimum(boxes[..., :2], boxes[..., 2:]), torch.maximum(boxes[..., :2], boxes[..., 2:])
     return torch.cat([low, high], dim=-1)
@@ -127,7 +132,7 @@ class InteractiveTrainer(torch.nn.Module):
 @dataclass
 class InteractiveLoss:
     total: torch.Tensor  # mean over rounds
-    per_round: list[float]
+    per_round: torch.Tensor  # (rounds,) each round's loss, detached (no device sync per round)
 
 
 def interactive_loss(
@@ -161,7 +166,7 @@ def interactive_loss(
         return output.pred_masks.gather(2, best).squeeze(2).detach()  # (B, P, h, w) logits of the chosen mask
 
     points, _ = sample_points(gt_masks, generator)
-    points, labels = points[:, :, None], torch.full((*points.shape[:2], 1), FOREGROUND_LABEL)
+    points, labels = points[:, :, None], torch.full((*points.shape[:2], 1), FOREGROUND_LABEL, device=points.device)
     logits = decode(True, input_points=points, input_labels=labels)
     decode(False, input_boxes=noisy_boxes(gt_masks, generator))
     for round_index in range(num_corrective_points + 1):
@@ -172,4 +177,4 @@ def interactive_loss(
             labels = torch.cat([labels, new_labels[:, :, None]], dim=2)
         logits = decode(False, input_points=points, input_labels=labels, input_masks=logits)
     total = torch.stack(losses).mean()
-    return InteractiveLoss(total=total, per_round=[loss.item() for loss in losses])
+    return InteractiveLoss(total=total, per_round=torch.stack(losses).detach())
