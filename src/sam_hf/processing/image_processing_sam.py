@@ -102,7 +102,7 @@ class SamHfImageProcessor(BaseImageProcessor):
     def from_dict(cls, image_processor_dict: dict[str, Any], **kwargs: Any) -> Any:
         """As transformers' (options in `kwargs` override the saved ones, other kwargs are ignored), with a saved
         config of sam_hf's older layout translated first, so that an override in either layout applies."""
-        saved = upgrade_legacy({k: v for k, v in image_processor_dict.items() if k != "image_processor_type"})
+        saved = upgrade_legacy(image_processor_dict)
         if "longest_edge" in kwargs:
             kwargs["size"] = {"longest_edge": kwargs.pop("longest_edge")}
         return super().from_dict(saved, **kwargs)
