@@ -151,8 +151,8 @@ def test_smaller_official_architectures_convert_with_their_numbers(small_pair, t
         )
         pixel_values = (image - official.pixel_mean) / official.pixel_std
         got = model(pixel_values=pixel_values, input_points=points[:, None], input_labels=labels[:, None])
-    np.testing.assert_allclose(got.pred_masks[0], expected, atol=1e-4)
-    np.testing.assert_allclose(got.iou_scores[0], expected_iou, atol=1e-5)
+    np.testing.assert_allclose(got.pred_masks[0], expected, atol=1e-5)
+    np.testing.assert_allclose(got.iou_scores[0], expected_iou, atol=1e-6)
     torch.save(state_dict, tmp_path / "small.pth")
     with pytest.raises(SystemExit):
         convert(str(tmp_path / "small.pth"), str(tmp_path / "out"), "--model-size", "vit_b")

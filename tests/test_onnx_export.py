@@ -11,6 +11,7 @@ from segment_anything.utils.onnx import SamOnnxModel
 
 from sam_hf import BUNDLED_MODEL_PATH, SamModel, SamPredictor, SamProcessor
 from sam_hf.cli import main
+from sam_hf.conversion import onnx_export
 from sam_hf.conversion.onnx_export import (
     DECODER_FILE,
     DECODER_OUTPUTS,
@@ -177,3 +178,26 @@ def test_export_rejects_bad_arguments(tmp_path, tiny_model) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["export-onnx", str(tmp_path / "missing"), str(tmp_path)])
     assert exit_info.value.code == 2
+
+
+def test_export_command_takes_an_official_checkpoint(small_pair, tmp_path, monkeypatch, capsys) -> None:
+    """`sam-hf export-onnx sam_vit_x.pth OUT` exports the checkpoint's model, converted in memory (the graphs
+    themselves are checked above; here the exporter is replaced to keep the test quick)."""
+    official, model = small_pair
+    torch.save(official.state_dict(), tmp_path / "sam_vit_small.pth")
+    exported = []
+
+    def record(model, output_dir, return_single_mask, opset):
+        exported.append((model, output_dir, return_single_mask, opset))
+        return output_dir / ENCODER_FILE, output_dir / DECODER_FILE
+
+    monkeypatch.setattr(onnx_export, "export_onnx", record)
+    main(["export-onnx", str(tmp_path / "sam_vit_small.pth"), str(tmp_path / "out"), "--opset", "19"])
+    ((got, output_dir, single, opset),) = exported
+    assert (output_dir, single, opset) == (tmp_path / "out", False, 19)
+    expected = model.state_dict()
+    assert got.state_dict().keys() == expected.keys()
+    assert all(torch.equal(value, expected[key]) for key, value in got.state_dict().items())
+    assert capsys.readouterr().out.splitlines() == [
+        f"wrote {tmp_path / 'out' / name}" for name in (ENCODER_FILE, DECODER_FILE)
+    ]
