@@ -32,7 +32,7 @@ def test_predict_matches_the_official_predictor(small_pair, prompt, multimask_ou
     ours = predictor.predict(**prompt, multimask_output=multimask_output, return_logits=True)
     np.testing.assert_allclose(ours.masks, ref_logits, atol=1e-4)
     np.testing.assert_allclose(ours.scores, ref_scores, atol=1e-5)
-    np.testing.assert_allclose(ours.low_res_logits.numpy(), ref_low_res, atol=1e-4)
+    np.testing.assert_allclose(ours.low_res_logits, ref_low_res, atol=1e-4)
     # The previous logits fed back as a mask prompt, as with the official predictor.
     ref_again = reference.predict(**prompt, mask_input=ref_low_res[:1], multimask_output=False, return_logits=True)
     again = predictor.predict(**prompt, mask_input=ours.low_res_logits[:1], multimask_output=False)
@@ -75,7 +75,7 @@ def test_predict_rejects_missing_image_and_prompts(small_pair):
 def test_load_sam_defaults_to_the_bundled_model():
     model, processor = load_sam(dtype="float32")
     assert model.name_or_path == BUNDLED_MODEL_PATH and not model.training
-    assert processor.image_processor.longest_edge == model.config.vision_config.image_size
+    assert processor.image_processor.size["longest_edge"] == model.config.vision_config.image_size
     with pytest.raises(ValueError, match="dtype"):
         load_sam(dtype="float8")
     with pytest.raises(ValueError, match="device"):
