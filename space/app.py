@@ -34,7 +34,7 @@ from pycocotools import mask as mask_utils
 
 from sam_hf.clip_scoring import ClipScorer
 from sam_hf.data import generate_scene
-from sam_hf.everything import SamAutomaticMaskGenerator
+from sam_hf.everything import BUNDLED_SETTINGS, OFFICIAL_SETTINGS, EverythingSettings, SamAutomaticMaskGenerator
 from sam_hf.loading import BUNDLED_CLIP_PATH, BUNDLED_MODEL_PATH, DTYPES, load_clip, load_sam
 from sam_hf.predictor import EmbeddedImage, Prediction, SamPredictor
 from sam_hf.text_to_mask import METHODS, TextSegmentation, resolve_method, segment_text
@@ -46,10 +46,10 @@ EMBEDDING_CACHE_SIZE = 4  # embeddings kept per session (vit_b: 4 MB each)
 EXAMPLE_SEEDS = (3, 11, 27, 42)
 EXAMPLE_SIZE = 256
 FOREGROUND, BACKGROUND, BOX = "Foreground point", "Background point", "Box (two corners)"
-# Everything-mode thresholds: the official defaults suit real SAM checkpoints; the bundled model's predicted IoUs are
-# lower (it was trained for 1,725 steps), so it gets thresholds that keep its good masks on generated scenes.
-OFFICIAL_EVERYTHING = {"points_per_side": 16, "pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
-BUNDLED_EVERYTHING = {"points_per_side": 16, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.7}
+# Everything-mode settings: the official thresholds suit real SAM checkpoints, the bundled preset the bundled model
+# (its predicted IoUs are lower); a 16x16 grid keeps the button quick.
+OFFICIAL_EVERYTHING = replace(OFFICIAL_SETTINGS, points_per_side=16)
+BUNDLED_EVERYTHING = BUNDLED_SETTINGS
 MASK_OPACITY = 0.6  # the image stays visible under a mask
 PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#fabed4", "#469990")
 MAX_EVERYTHING_LABELS = 256  # colour-mapped labels; more masks than this cycle through the palette anyway
@@ -65,7 +65,7 @@ class Segmenter:
 
     predictor: SamPredictor
     name: str
-    everything_defaults: dict[str, float]
+    everything_defaults: EverythingSettings
     clip: ClipScorer | None = None  # scores regions for zero-shot text prompts; None: zero-shot is unavailable
     clip_name: str = ""
 
@@ -580,6 +580,7 @@ class Handlers:
         generator = SamAutomaticMaskGenerator(
             self.segmenter.predictor.model,
             processor=self.segmenter.predictor.processor,
+            settings=self.segmenter.everything_defaults,
             output_mode="coco_rle",
             **settings,
         )
@@ -661,10 +662,10 @@ def build_demo(
                 candidates = gr.Radio([], label="Candidate masks (predicted IoU, or CLIP similarity)", type="index")
                 download = gr.File(label="Download: selected mask (PNG) or everything-mode masks (COCO RLE JSON)")
                 with gr.Accordion("Segment everything", open=False):
-                    points_per_side = gr.Slider(4, 64, defaults["points_per_side"], step=1, label="Points per side")
-                    pred_iou = gr.Slider(0, 1, defaults["pred_iou_thresh"], step=0.01, label="Predicted IoU threshold")
+                    points_per_side = gr.Slider(4, 64, defaults.points_per_side, step=1, label="Points per side")
+                    pred_iou = gr.Slider(0, 1, defaults.pred_iou_thresh, step=0.01, label="Predicted IoU threshold")
                     stability = gr.Slider(
-                        0, 1, defaults["stability_score_thresh"], step=0.01, label="Stability score threshold"
+                        0, 1, defaults.stability_score_thresh, step=0.01, label="Stability score threshold"
                     )
                     everything = gr.Button("Segment everything", variant="primary")
                 with gr.Accordion("Result as JSON", open=False):

@@ -16,6 +16,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 
 from sam_hf.data import generate_scene
 from sam_hf.data.scenes import Scene
+from sam_hf.geometry import mask_iou
 from space import app
 
 
@@ -51,6 +52,5 @@ def write_scene(directory: Path, seed: int, size: int = 128, upscale: int = 1) -
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Mask IoU; two empty masks are the same mask (1.0)."""
-    union = (a | b).sum()
-    return 1.0 if union == 0 else float((a & b).sum() / union)
+    """Mask IoU of two `(H, W)` masks; two empty masks are the same mask (1.0)."""
+    return float(mask_iou(a, b, empty=1.0))

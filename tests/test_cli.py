@@ -19,6 +19,8 @@ from sam_hf import SamPredictor, load_sam
 from sam_hf.annotate import ImageLabeller, find_images
 from sam_hf.cli import main
 from sam_hf.data import generate_scene
+from sam_hf.everything import decode_segmentation
+from sam_hf.geometry import mask_iou
 
 # Low thresholds: the bundled model is small, and at the official ones it keeps few masks on 128x128 scenes.
 EVERYTHING_FLAGS = ["--points-per-side", "8", "--pred-iou-thresh", "0.6", "--stability-score-thresh", "0.8"]
@@ -200,7 +202,8 @@ def assert_same_coco(got: dict, want: dict) -> None:
     for a, b in zip(got["annotations"], want["annotations"], strict=True):
         assert a["image_id"] == b["image_id"] and abs(a["score"] - b["score"]) < 1e-4
         assert np.allclose(a["bbox"], b["bbox"], atol=1)
-        assert mask_utils.iou([a["segmentation"]], [b["segmentation"]], [0])[0, 0] > 0.99
+        masks = [decode_segmentation(annotation["segmentation"]) for annotation in (a, b)]
+        assert mask_iou(*masks, empty=1.0) > 0.99
 
 
 def test_two_processes_equal_one(scenes, tmp_path, capsys) -> None:

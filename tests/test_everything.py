@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 
 import numpy as np
@@ -13,18 +15,23 @@ from scipy.optimize import linear_sum_assignment
 from segment_anything import SamAutomaticMaskGenerator as OfficialGenerator
 from segment_anything.utils import amg
 
-from sam_hf import SamImageProcessor, SamProcessor
+from sam_hf import SamImageProcessor, SamModel, SamProcessor
 from sam_hf.everything import (
+    BUNDLED_SETTINGS,
+    OFFICIAL_SETTINGS,
     OUTPUT_MODES,
+    ZERO_SHOT_SETTINGS,
+    EverythingSettings,
     SamAutomaticMaskGenerator,
     build_all_layer_point_grids,
     decode_segmentation,
     generate_crop_boxes,
     remove_small_regions,
+    rle_areas,
     stability_score,
     uncompressed_rle,
 )
-from tests.conftest import SHARED_IMAGES, SMALL
+from tests.helpers import SMALL, photo, scene_image, tiny_config
 
 # Random weights give faint masks (|logits| < 0.5) spread over the whole image: stability is measured at +-0.05 and the
 # thresholds are low, so that dozens of masks pass. Their boxes all span the image, so box NMS would keep one: it is
@@ -44,17 +51,19 @@ CASES = {
 }
 
 
-@pytest.fixture(scope="module")
-def images() -> dict[str, np.ndarray]:
-    path = SHARED_IMAGES / "dog.jpg"
-    if not path.exists():
-        pytest.skip(f"{path} is missing")
-    image = Image.open(path).convert("RGB")
+@pytest.fixture(scope="module", params=["scene", "photo"])
+def images(request) -> dict[str, np.ndarray]:
+    """A 534x800 image and its 48x32 thumbnail: a generated scene, and the README's dog photo as an extra."""
+    if request.param == "scene":
+        image = Image.fromarray(scene_image(1, 534, 800))
+    else:
+        image = Image.open(photo("dog.jpg")).convert("RGB")
     return {"full": np.asarray(image), "thumbnail": np.asarray(image.resize((48, 32), Image.BILINEAR))}
 
 
 def small_generator(model, **kwargs) -> SamAutomaticMaskGenerator:
-    processor = SamProcessor(SamImageProcessor(longest_edge=SMALL["image_size"], pad_size=SMALL["image_size"]))
+    image_processor = SamImageProcessor(size={"longest_edge": SMALL["image_size"]}, pad_size=SMALL["image_size"])
+    processor = SamProcessor(image_processor)
     return SamAutomaticMaskGenerator(model, processor=processor, **kwargs)
 
 
@@ -198,6 +207,70 @@ def test_no_masks_and_progress_bar(small_pair, images, capsys):
 def test_bad_parameters(tiny_model, kwargs, name):
     with pytest.raises(ValueError, match=name):
         SamAutomaticMaskGenerator(tiny_model, **kwargs)
+    with pytest.raises(ValueError, match=name):  # the same check, once, in the settings
+        EverythingSettings(**kwargs)
+
+
+def test_settings_are_the_official_constructor_arguments():
+    """Same names, order and defaults as the official constructor, so positional calls are drop-in too."""
+    official = list(inspect.signature(OfficialGenerator).parameters.values())[1:]  # after `model`
+    fields = dataclasses.fields(EverythingSettings)
+    assert [f.name for f in fields] == [p.name for p in official]
+    assert [f.default for f in fields] == [p.default for p in official]
+    assert [getattr(OFFICIAL_SETTINGS, p.name) for p in official] == [p.default for p in official]
+
+
+def test_generator_takes_settings_keywords_or_positions(tiny_model):
+    by_keyword = SamAutomaticMaskGenerator(tiny_model, points_per_side=4, pred_iou_thresh=0.5)
+    by_position = SamAutomaticMaskGenerator(tiny_model, 4, 64, 0.5)
+    by_settings = SamAutomaticMaskGenerator(tiny_model, settings=EverythingSettings(4, pred_iou_thresh=0.5))
+    assert by_keyword.settings == by_position.settings == by_settings.settings
+    assert by_keyword.pred_iou_thresh == 0.5 and by_keyword.output_mode == "binary_mask"  # the official attributes
+    np.testing.assert_array_equal(by_settings.point_grids[0], build_all_layer_point_grids(4, 0, 1)[0])
+    overridden = SamAutomaticMaskGenerator(tiny_model, settings=BUNDLED_SETTINGS, output_mode="coco_rle")
+    assert overridden.settings == dataclasses.replace(BUNDLED_SETTINGS, output_mode="coco_rle")
+    with pytest.raises(TypeError, match="settings"):
+        SamAutomaticMaskGenerator(tiny_model, 4, settings=BUNDLED_SETTINGS)
+    with pytest.raises(TypeError, match="EverythingSettings"):
+        SamAutomaticMaskGenerator(tiny_model, settings={"points_per_side": 4})
+    with pytest.raises(TypeError, match="points_per_sid"):
+        SamAutomaticMaskGenerator(tiny_model, points_per_sid=4)
+    with pytest.raises(AttributeError, match="no attribute"):
+        _ = by_keyword.points_per_crop
+
+
+def test_settings_are_frozen_values():
+    grids = [np.array([[0.25, 0.5], [1.0, 0.0]])]
+    a = EverythingSettings(points_per_side=None, point_grids=grids)
+    b = EverythingSettings(points_per_side=None, point_grids=[grids[0].tolist()])
+    assert a == b and hash(a) == hash(b) and a != dataclasses.replace(a, pred_iou_thresh=0.5)
+    np.testing.assert_array_equal(a.layer_point_grids()[0], grids[0])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.pred_iou_thresh = 0.1
+    with pytest.raises(ValueError, match="pred_iou_thresh"):  # variants are validated too
+        dataclasses.replace(OFFICIAL_SETTINGS, pred_iou_thresh=2)
+    assert (ZERO_SHOT_SETTINGS.points_per_side, ZERO_SHOT_SETTINGS.pred_iou_thresh) == (16, 0.0)
+    assert (BUNDLED_SETTINGS.pred_iou_thresh, BUNDLED_SETTINGS.stability_score_thresh) == (0.5, 0.7)
+
+
+def test_more_than_255_masks():
+    """pycocotools' `area` of a list of 256+ RLEs overflows a uint8 scratch array (issue 17): every mask of a
+    10x10 grid (3 per point, no filter, no NMS) survives here."""
+    torch.manual_seed(0)
+    config = tiny_config()
+    generator = SamAutomaticMaskGenerator(
+        SamModel(config),
+        processor=SamProcessor.for_config(config),
+        points_per_side=10,
+        pred_iou_thresh=0,
+        stability_score_thresh=0,
+        box_nms_thresh=1.0,
+    )
+    records = generator.generate(np.full((96, 96, 3), 128, np.uint8))
+    assert len(records) == 300
+    assert [record["area"] for record in records] == [int(record["segmentation"].sum()) for record in records]
+    rles = [mask_utils.encode(np.asfortranarray(np.eye(5, k=i % 5, dtype=np.uint8))) for i in range(300)]
+    assert rle_areas(rles) == [5 - i % 5 for i in range(300)]
 
 
 def test_bad_images(tiny_model):

@@ -11,41 +11,18 @@ import torch
 
 from sam_hf import SamConfig, SamModel, SamPredictor, SamProcessor
 from sam_hf.clip_scoring import ClipScorer, region_view
-from sam_hf.data import generate_scene
+from sam_hf.data import ShapesDataset, generate_scene
+from sam_hf.geometry import mask_iou
 from sam_hf.loading import load_sam
 from sam_hf.processing.tokenization import tokenize
 from sam_hf.text_to_mask import rank_regions, segment_text
-from sam_hf.training.text_token import GeneratedScenes, train_text_token
-from tests.conftest import perturb_, tiny_config
-
-TINY_CLIP = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
-    "text_cfg": {"context_length": 12, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
-}
-
-
-def tiny_text_config(**text: object) -> SamConfig:
-    config = tiny_config()
-    return SamConfig(
-        vision_config=config.vision_config,
-        prompt_encoder_config=config.prompt_encoder_config,
-        mask_decoder_config=config.mask_decoder_config,
-        text_config={"clip_architecture": TINY_CLIP, **text},
-    )
+from sam_hf.training import train_text_token
+from tests.helpers import TINY_CLIP, perturb_, tiny_clip_scorer, tiny_config, tiny_text_config
 
 
 @pytest.fixture(scope="module")
 def text_model() -> SamModel:
     return perturb_(SamModel(tiny_text_config()), seed=3)
-
-
-def tiny_clip_scorer(**settings: object) -> ClipScorer:
-    torch.manual_seed(0)
-    model = open_clip.model.CLIP(**TINY_CLIP)
-    tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=12)
-    transform = open_clip.image_transform(32, is_train=False)
-    return ClipScorer(model, transform, tokenizer, architecture=TINY_CLIP, **settings)
 
 
 # --- tokenizer -------------------------------------------------------------------------------------------------------
@@ -223,12 +200,13 @@ class ControlledScorer(ClipScorer):
 
     def embed_regions(self, image, masks):
         def embedding(mask):
-            ious = [float((mask & gt).sum() / (mask | gt).sum()) for gt in self.scene.masks]
-            best = int(np.argmax(ious))
-            if ious[best] <= 0.5:
+            ious = mask_iou(mask, self.scene.masks, empty=0.0)  # (objects,)
+            best = int(ious.argmax())
+            iou = float(ious[best])
+            if iou <= 0.5:
                 return self._one_hot(len(self.names) - 1)
             # cosine `iou` with the name, the rest of the unit vector on the spare last axis
-            return ious[best] * self._one_hot(best) + (1 - ious[best] ** 2) ** 0.5 * self._one_hot(len(self.names) + 1)
+            return iou * self._one_hot(best) + (1 - iou**2) ** 0.5 * self._one_hot(len(self.names) + 1)
 
         return torch.stack([embedding(mask) for mask in masks])
 
@@ -242,10 +220,6 @@ def bundled_predictor():
     return SamPredictor(model, processor)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max((a | b).sum(), 1))
-
-
 def test_zero_shot_picks_the_named_object_and_says_absent(bundled_predictor):
     scene = generate_scene(1_000_000_003, 128)
     scorer = ControlledScorer(scene)
@@ -256,7 +230,8 @@ def test_zero_shot_picks_the_named_object_and_says_absent(bundled_predictor):
         if result.found:  # an object no proposal covers is (rightly) not found: the fake CLIP calls it background
             found += 1
             assert result.masks.shape == (1, 128, 128) and result.scores.shape == (1,) and result.boxes.shape == (1, 4)
-            assert _iou(result.masks[0], obj.mask) > 0.6, obj.name  # the fake CLIP matches only IoU > 0.5
+            # the fake CLIP matches only IoU > 0.5
+            assert mask_iou(result.masks[0], obj.mask, empty=0.0) > 0.6, obj.name
     assert found >= 2
     absent = segment_text(bundled_predictor, scene.image, "purple unicorn", method="zero-shot", clip=scorer)
     assert not absent.found and absent.masks.shape == (0, 128, 128)
@@ -273,7 +248,7 @@ def test_zero_shot_uses_the_user_prompt_as_a_proposal(bundled_predictor):
     result = segment_text(
         bundled_predictor, scene.image, target.name, method="zero-shot", clip=scorer, box=box, points_per_side=2
     )
-    assert result.found and _iou(result.masks[0], target.mask) > 0.7
+    assert result.found and mask_iou(result.masks[0], target.mask, empty=0.0) > 0.7
 
 
 def test_segment_text_argument_errors(bundled_predictor):
@@ -324,8 +299,9 @@ def test_real_clip_scorer_embeds_views_and_round_trips(tmp_path):
 def test_text_token_training_lowers_the_loss(tmp_path):
     torch.manual_seed(0)
     model = SamModel(tiny_config())
+    scenes = [(scene.image, scene.masks) for scene in ShapesDataset(50 * 4)]  # (image, masks) for 50 batches of 4
     log = train_text_token(
-        model, SamProcessor.for_config(model.config), tiny_clip_scorer(), GeneratedScenes(), tmp_path,
+        model, SamProcessor.for_config(model.config), tiny_clip_scorer(), scenes, tmp_path,
         steps=50, batch_size=4, learning_rate=1e-3, warmup_steps=5,
     )  # fmt: skip
     assert log[-1]["loss"] < 0.8 * log[0]["loss"]

@@ -9,7 +9,7 @@ from transformers import AutoConfig, AutoModel
 
 from .clip_scoring import ClipScorer
 from .configuration_sam import SamConfig, SamMaskDecoderConfig, SamPromptEncoderConfig, SamTextConfig, SamVisionConfig
-from .everything import SamAutomaticMaskGenerator
+from .everything import EverythingSettings, SamAutomaticMaskGenerator
 from .loading import BUNDLED_CLIP_PATH, BUNDLED_MODEL_PATH, load_clip, load_sam, open_image
 from .modeling import SamImageSegmentationOutput, SamModel, SamPreTrainedModel
 from .pipelines import SamMaskGenerationPipeline, SamPromptableMaskGenerationPipeline, register_pipelines
@@ -27,6 +27,7 @@ __all__ = [
     "BUNDLED_MODEL_PATH",
     "ClipScorer",
     "EmbeddedImage",
+    "EverythingSettings",
     "Prediction",
     "SamAutomaticMaskGenerator",
     "SamConfig",

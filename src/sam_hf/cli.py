@@ -15,7 +15,7 @@ one-line error and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import inspect
+import dataclasses
 import json
 import pickle
 import sys
@@ -179,16 +179,11 @@ def _segment_text(
     return result.masks, result.scores
 
 
-def _generator_parameters() -> dict[str, inspect.Parameter]:
-    """The everything-mode settings that are flags: the generator's numeric parameters with their defaults."""
-    from .everything import SamAutomaticMaskGenerator
+def _generator_settings() -> list[dataclasses.Field]:
+    """The everything-mode settings that are flags: the numeric fields of `EverythingSettings`."""
+    from .everything import EverythingSettings
 
-    parameters = inspect.signature(SamAutomaticMaskGenerator).parameters
-    return {
-        name: parameter
-        for name, parameter in parameters.items()
-        if isinstance(parameter.default, (int, float)) and not isinstance(parameter.default, bool)
-    }
+    return [setting for setting in dataclasses.fields(EverythingSettings) if "range" in setting.metadata]
 
 
 def _add_everything_parser(commands: argparse._SubParsersAction) -> None:
@@ -205,23 +200,28 @@ def _add_everything_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_model_arguments(parser)
     settings = parser.add_argument_group("everything-mode settings (as the official SamAutomaticMaskGenerator)")
-    for name, parameter in _generator_parameters().items():
-        kind = int if isinstance(parameter.default, int) else float
-        flag = f"--{name.replace('_', '-')}"
-        settings.add_argument(flag, type=kind, default=parameter.default, metavar="N", help="default: %(default)s")
+    for setting in _generator_settings():
+        settings.add_argument(
+            f"--{setting.name.replace('_', '-')}",
+            type=type(setting.default),
+            default=setting.default,
+            metavar="N",
+            help=f"{setting.metadata['help']} (default: %(default)s)",
+        )
     parser.set_defaults(run=run_everything)
 
 
 def run_everything(args: argparse.Namespace) -> None:
     from .annotate import label_images
-    from .everything import SamAutomaticMaskGenerator
+    from .everything import EverythingSettings, SamAutomaticMaskGenerator
 
-    parameters = {name: getattr(args, name) for name in _generator_parameters()}
+    parameters = {setting.name: getattr(args, setting.name) for setting in _generator_settings()}
+    everything = EverythingSettings(**parameters, output_mode="coco_rle")  # bad values fail before a model loads
     settings = {"model": args.model or "bundled", "dtype": args.dtype, **parameters}
 
     def make_generator(state: Any) -> SamAutomaticMaskGenerator:
         model, processor = _load_model(args, args.device or state.device)
-        return SamAutomaticMaskGenerator(model, output_mode="coco_rle", processor=processor, **parameters)
+        return SamAutomaticMaskGenerator(model, processor=processor, settings=everything)
 
     device = resolve_device(args.device) if args.device else None
     coco = label_images(
@@ -233,8 +233,17 @@ def run_everything(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
         cpu=device.type == "cpu" if device else not torch.cuda.is_available(),
     )
-    if coco is not None:
-        print(f"wrote {args.out}: {len(coco['images'])} images, {len(coco['annotations'])} masks")
+    if coco is None:  # not the main process
+        return
+    print(f"wrote {args.out}: {len(coco['images'])} images, {len(coco['annotations'])} masks")
+    failed = coco["info"]["failed"]
+    if failed:  # the others are labelled and written; the run still fails, so that scripts notice
+        lines = "".join(f"\n  {item['error']}" for item in failed)
+        total = len(failed) + len(coco["images"])
+        raise SystemExit(
+            f"sam-hf everything: {len(failed)} of {total} files could not be read (listed in the output's "
+            f"info.failed):{lines}"
+        )
 
 
 def _add_convert_parser(commands: argparse._SubParsersAction) -> None:

@@ -21,6 +21,8 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 
+from .geometry import mask_boxes
+
 CONTEXT_SCALE = 1.3  # crop side / longest side of the mask's box
 BLUR_FRACTION = 0.06  # Gaussian blur radius outside the mask, as a fraction of the crop side
 GREY = (128, 128, 128)  # outside the image, and outside the mask in the "grey" view
@@ -31,19 +33,15 @@ DEFAULT_THRESHOLD = 0.2  # absolute cosine a match must reach (typical of CLIP V
 SAM_HF_KEY = "sam_hf"  # scoring settings stored beside open_clip's own keys in open_clip_config.json
 
 
-def square_crop_box(mask_box: Sequence[float], scale: float) -> tuple[int, int, int, int]:
-    """The square (x1, y1, x2, y2) centred on `mask_box` (XYXY) with side `scale` x its longest side (>= 1 px)."""
-    x1, y1, x2, y2 = (float(v) for v in mask_box)
+def square_crop_box(box: Sequence[float], scale: float) -> tuple[int, int, int, int]:
+    """The square crop `(left, top, right, bottom)` (slice bounds) centred on the pixels of `box` (`sam_hf.geometry`'s
+    XYXY, inclusive end) with side `scale` x their longest side (>= 1 px)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    x2, y2 = x2 + 1, y2 + 1  # the far edges of the last column and row
     side = max(x2 - x1, y2 - y1, 1.0) * scale
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
     left, top = round(cx - side / 2), round(cy - side / 2)
     return left, top, left + round(side), top + round(side)
-
-
-def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """XYXY box (exclusive end) of a non-empty `(H, W)` bool mask."""
-    ys, xs = np.nonzero(mask)
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
 def region_view(
@@ -60,7 +58,7 @@ def region_view(
     """
     if background not in ("blur", "grey", "black", "keep"):
         raise ValueError(f"background must be 'blur', 'grey', 'black' or 'keep', got {background!r}.")
-    left, top, right, bottom = square_crop_box(mask_box(mask), scale)
+    left, top, right, bottom = square_crop_box(mask_boxes(mask).tolist(), scale)
     height, width = mask.shape
     pad = max(0, -left, -top, right - width, bottom - height)
     crop = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), constant_values=GREY[0])

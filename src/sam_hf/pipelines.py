@@ -1,34 +1,33 @@
-"""`transformers.pipeline()` glue for sam_hf models, registered on `import sam_hf`.
+"""`transformers.pipeline()` glue for sam_hf models, registered on `import sam_hf` through transformers' public APIs.
 
-- `"mask-generation"`: transformers' `MaskGenerationPipeline` drives its own image processor's API
-  (`generate_crop_boxes`, `filter_masks`, `post_process_for_mask_generation`, ...), which sam_hf's official-exact
-  processor does not have, and it lacks the official per-crop NMS, small-region removal and COCO RLE. The task is
-  therefore registered to a small dispatcher: sam_hf models get `SamMaskGenerationPipeline` (the official algorithm,
-  `sam_hf.everything`), every other model, transformers' own SAM included, gets transformers' `MaskGenerationPipeline`
-  exactly as before. `pipeline(..., pipeline_class=SamMaskGenerationPipeline)` also works.
+- `"mask-generation"` is transformers' own task, left as it is: its `MaskGenerationPipeline` runs sam_hf models too
+  (sam_hf's image processor has the `generate_crop_boxes` / `filter_masks` / `post_process_for_mask_generation` it
+  calls) and gives the numbers it gives on transformers' `SamModel`. The official automatic mask generator (per-crop
+  NMS, small-region removal, COCO RLE; `sam_hf.everything`) is `SamMaskGenerationPipeline`:
+  `pipeline("mask-generation", model=..., pipeline_class=SamMaskGenerationPipeline)`.
 - `"promptable-mask-generation"`: `SamPromptableMaskGenerationPipeline`, masks and scores for point / box / text
   prompts (text through `sam_hf.segment_text`).
 """
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
 import torch
+from torchvision.ops import box_convert
 from transformers import AutoModelForMaskGeneration, Pipeline
 from transformers.image_utils import load_image
-from transformers.pipelines import PIPELINE_REGISTRY, MaskGenerationPipeline, check_task
-from transformers.utils import logging
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_sam import SamConfig
-from .everything import SamAutomaticMaskGenerator, decode_segmentation, uncompressed_rle
+from .everything import EverythingSettings, SamAutomaticMaskGenerator, decode_segmentation, uncompressed_rle
 from .modeling import SamModel
 from .predictor import SamPredictor
 from .processing import SamImageProcessor, SamProcessor
 from .text_to_mask import segment_text
 
-MASK_GENERATION = "mask-generation"
 PROMPTABLE_MASK_GENERATION = "promptable-mask-generation"
 
 # Names of transformers' mask-generation pipeline -> the official generator's.
@@ -37,21 +36,7 @@ TRANSFORMERS_ALIASES = {
     "crops_n_layers": "crop_n_layers",
     "crops_nms_thresh": "crop_nms_thresh",
 }
-GENERATOR_PARAMS = (
-    "points_per_side",
-    "points_per_batch",
-    "pred_iou_thresh",
-    "stability_score_thresh",
-    "stability_score_offset",
-    "box_nms_thresh",
-    "crop_n_layers",
-    "crop_nms_thresh",
-    "crop_overlap_ratio",
-    "crop_n_points_downscale_factor",
-    "point_grids",
-    "min_mask_region_area",
-    "output_mode",
-)
+GENERATOR_PARAMS = tuple(setting.name for setting in fields(EverythingSettings))
 
 
 def _load(image: Any, timeout: float | None) -> Any:
@@ -80,13 +65,14 @@ class _SamPipeline(Pipeline):
             else:
                 self.processor = SamProcessor.for_config(model.config)
         self.image_processor = self.processor.image_processor
+        self.image_processor.check_model_input(model.config.vision_config.image_size)
 
 
 class SamMaskGenerationPipeline(_SamPipeline):
     """Everything mode (`"mask-generation"`) for sam_hf models, with the official automatic mask generator.
 
     Call parameters: the official generator's (`points_per_side`, `pred_iou_thresh`, ..., `output_mode`; see
-    `SamAutomaticMaskGenerator`), transformers' names `points_per_crop` / `crops_n_layers` / `crops_nms_thresh`,
+    `EverythingSettings`), transformers' names `points_per_crop` / `crops_n_layers` / `crops_nms_thresh`,
     `output_bboxes_mask`, `output_rle_mask` and `timeout`.
 
     Returns:
@@ -111,7 +97,8 @@ class SamMaskGenerationPipeline(_SamPipeline):
         return {"image": _load(image, timeout)}
 
     def _forward(self, model_inputs: dict[str, Any], **generator_params: Any) -> dict[str, Any]:
-        generator = SamAutomaticMaskGenerator(self.model, processor=self.processor, **generator_params)
+        settings = EverythingSettings(**generator_params)
+        generator = SamAutomaticMaskGenerator(self.model, processor=self.processor, settings=settings)
         return {"annotations": generator.generate(model_inputs["image"])}
 
     def postprocess(
@@ -126,7 +113,7 @@ class SamMaskGenerationPipeline(_SamPipeline):
         }
         if output_bboxes_mask:
             boxes = torch.tensor([record["bbox"] for record in annotations], dtype=torch.long).reshape(-1, 4)
-            outputs["bounding_boxes"] = torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], dim=1)
+            outputs["bounding_boxes"] = box_convert(boxes, "xywh", "xyxy")
         if output_rle_mask:
             outputs["rle_mask"] = [uncompressed_rle(mask) for mask in masks]
         return outputs
@@ -218,40 +205,10 @@ def _ndim(value: Any) -> int | None:
         return None
 
 
-class MaskGenerationDispatcher:
-    """The `"mask-generation"` entry: `SamMaskGenerationPipeline` for sam_hf models, transformers'
-    `MaskGenerationPipeline` (with its loading flags, so component loading is unchanged) for every other model."""
-
-    _load_processor = MaskGenerationPipeline._load_processor
-    _load_image_processor = MaskGenerationPipeline._load_image_processor
-    _load_feature_extractor = MaskGenerationPipeline._load_feature_extractor
-    _load_tokenizer = MaskGenerationPipeline._load_tokenizer
-    _load_video_processor = getattr(MaskGenerationPipeline, "_load_video_processor", False)
-
-    def __new__(cls, model: Any, **kwargs: Any) -> Pipeline:
-        pipeline_class = SamMaskGenerationPipeline if isinstance(model, SamModel) else MaskGenerationPipeline
-        return pipeline_class(model=model, **kwargs)
-
-
 def register_pipelines() -> None:
-    """Registers both tasks with transformers' pipeline registry and sam_hf's models with
-    `AutoModelForMaskGeneration` (so `pipeline(task, model=<local dir>)` loads them). Idempotent."""
+    """Registers sam_hf's models with `AutoModelForMaskGeneration` (so `pipeline("mask-generation", model=<local dir>)`
+    loads them) and adds the `"promptable-mask-generation"` task. Idempotent; transformers' own tasks are untouched."""
     AutoModelForMaskGeneration.register(SamConfig, SamModel, exist_ok=True)
-    _, entry, _ = check_task(MASK_GENERATION)
-    if entry["impl"] is not MaskGenerationDispatcher:
-        logger = logging.get_logger("transformers.pipelines.base")
-        level = logger.level
-        logger.setLevel(logging.ERROR)  # silence "already registered. Overwriting": the dispatcher keeps the original
-        try:
-            PIPELINE_REGISTRY.register_pipeline(
-                MASK_GENERATION,
-                pipeline_class=MaskGenerationDispatcher,
-                pt_model=entry["pt"],
-                default=entry.get("default"),
-                type=entry.get("type"),
-            )
-        finally:
-            logger.setLevel(level)
     if PROMPTABLE_MASK_GENERATION not in PIPELINE_REGISTRY.get_supported_tasks():
         PIPELINE_REGISTRY.register_pipeline(
             PROMPTABLE_MASK_GENERATION,

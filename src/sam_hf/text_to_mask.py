@@ -21,25 +21,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from .clip_scoring import ClipScorer, mask_box
+from .clip_scoring import ClipScorer
 from .configuration_sam import SamConfig
-from .everything import SamAutomaticMaskGenerator
+from .everything import ZERO_SHOT_SETTINGS, SamAutomaticMaskGenerator
+from .geometry import mask_boxes, mask_iou
 from .predictor import EmbeddedImage, SamPredictor
 from .processing.image_processing_sam import to_uint8_hwc
 from .processing.tokenization import check_text
 
 METHODS = ("auto", "learned", "zero-shot")
 REFINE_MIN_IOU = 0.5  # a refined mask overlapping its proposal less than this grabbed something else
-# Proposals need recall more than precision (CLIP does the choosing), so the filters are much looser than everything
-# mode's: on 40 held-out scenes with the bundled pair, the best proposal's mean IoU with the named object is 0.80
-# here, 0.73 at (0.5, 0.7) and 0.63 at (0.7, 0.8), and CLIP's pick follows it (0.76 / 0.71 / 0.62). The cost is more
-# regions for CLIP to embed (~19 per 128-pixel scene here; more on photos).
-ZERO_SHOT_GENERATOR_DEFAULTS = {
-    "points_per_side": 16,
-    "pred_iou_thresh": 0.0,
-    "stability_score_thresh": 0.5,
-    "output_mode": "binary_mask",
-}
 
 
 @dataclass
@@ -52,7 +43,7 @@ class TextSegmentation:
         found: whether a region matched (zero-shot can answer "not found"; the learned token always finds one).
         masks: `(k, H, W)` bool masks, best first; `k = 0` when nothing was found.
         scores: `(k,)` cosine similarity to the text (zero-shot) or predicted IoU (learned).
-        boxes: `(k, 4)` XYXY boxes of the masks (exclusive end).
+        boxes: `(k, 4)` boxes of the masks, in `sam_hf.geometry`'s convention (XYXY, inclusive end).
     """
 
     text: str
@@ -124,8 +115,7 @@ def segment_text(
         top_k: at most this many masks, best first.
         refine: zero-shot only: re-prompt SAM with each chosen mask's box.
         embedded: `predictor.embed(image)` if already computed (an app's cache), to skip the image encoder.
-        generator_options: zero-shot proposals: `SamAutomaticMaskGenerator` parameters (defaults
-            `ZERO_SHOT_GENERATOR_DEFAULTS`).
+        generator_options: zero-shot proposals: `EverythingSettings` fields that override `ZERO_SHOT_SETTINGS`.
 
     Returns:
         [`TextSegmentation`].
@@ -168,9 +158,9 @@ def _zero_shot(
     generator_options: dict[str, Any],
 ) -> TextSegmentation:
     generator = SamAutomaticMaskGenerator(
-        predictor.model, processor=predictor.processor, **{**ZERO_SHOT_GENERATOR_DEFAULTS, **generator_options}
+        predictor.model, processor=predictor.processor, settings=ZERO_SHOT_SETTINGS, **generator_options
     )
-    if generator.output_mode != "binary_mask":
+    if generator.settings.output_mode != "binary_mask":
         raise ValueError("output_mode is fixed to 'binary_mask' for text prompts.")
     records = generator.generate(image, embedded.image_embeddings)
     proposals = [(record["segmentation"], record["predicted_iou"]) for record in records]
@@ -196,13 +186,11 @@ def _zero_shot(
 def _refine(predictor: SamPredictor, mask: np.ndarray, quality: float, embedded: EmbeddedImage) -> np.ndarray:
     """SAM's mask for the box of `mask` when SAM rates it higher than `mask` (predicted IoU `quality`) and it stays
     on the same region (IoU >= `REFINE_MIN_IOU`); `mask` otherwise."""
-    x1, y1, x2, y2 = mask_box(mask)
-    refined = predictor.predict(box=[x1, y1, x2 - 1, y2 - 1], multimask_output=False, image=embedded)
-    overlap = (refined.masks[0] & mask).sum() / max((refined.masks[0] | mask).sum(), 1)
+    refined = predictor.predict(box=mask_boxes(mask).tolist(), multimask_output=False, image=embedded)
+    overlap = mask_iou(refined.masks[0], mask, empty=0.0)  # `mask` is never empty: the rule is moot
     return refined.masks[0] if refined.scores[0] > quality and overlap >= REFINE_MIN_IOU else mask
 
 
 def _result(text: str, method: str, masks: np.ndarray, scores: np.ndarray) -> TextSegmentation:
-    boxes = np.array([mask_box(mask) if mask.any() else (0, 0, 0, 0) for mask in masks], dtype=np.int64)
     found = bool(len(masks)) and bool(masks.any())
-    return TextSegmentation(text, method, found, masks, scores.astype(np.float32), boxes.reshape(-1, 4))
+    return TextSegmentation(text, method, found, masks, scores.astype(np.float32), mask_boxes(masks).numpy())

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
+from ..geometry import mask_iou
+
 FOCAL_WEIGHT = 20.0
 DICE_WEIGHT = 1.0
 IOU_WEIGHT = 1.0
@@ -28,13 +30,6 @@ def dice_loss(probabilities: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
     intersection = (probabilities * targets).sum(dim=(-2, -1))
     total = probabilities.sum(dim=(-2, -1)) + targets.sum(dim=(-2, -1))
     return 1 - (2 * intersection + 1) / (total + 1)
-
-
-def mask_iou(pred_masks: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """IoU of binary masks over the last two axes; 1 where both are empty."""
-    intersection = (pred_masks & targets).sum(dim=(-2, -1)).float()
-    union = (pred_masks | targets).sum(dim=(-2, -1)).float()
-    return torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union))
 
 
 def sam_loss(
@@ -63,6 +58,6 @@ def sam_loss(
     per_mask = FOCAL_WEIGHT * focal + DICE_WEIGHT * dice_loss(pred_masks.sigmoid(), targets)
     # Multimask output: only the best candidate is trained to match, so the others stay free to cover other readings.
     mask = per_mask.min(dim=-1).values.mean()
-    actual_iou = mask_iou(pred_masks.detach() > 0, targets > 0.5)
+    actual_iou = mask_iou(pred_masks.detach() > 0, targets > 0.5, empty=1.0)  # an empty target, an empty mask: right
     iou = IOU_WEIGHT * F.mse_loss(iou_scores, actual_iou)
     return SamLoss(total=mask + iou, mask=mask, iou=iou)
