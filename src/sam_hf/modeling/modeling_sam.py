@@ -14,7 +14,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from ..configuration_sam import SamConfig
-from ..prompts import FOREGROUND_LABEL, check_prompts, values_readable
+from ..prompts import check_prompts, values_readable
 from .image_encoder import SamVisionAttention, SamVisionEncoder
 from .loss import sam_loss
 from .mask_decoder import SamMaskDecoder
@@ -180,8 +180,6 @@ class SamModel(SamPreTrainedModel):
         check_prompts(
             input_points, input_labels, input_boxes, input_masks, self.config.prompt_encoder_config.mask_input_size
         )
-        if input_points is not None and input_labels is None:
-            input_labels = torch.full(input_points.shape[:3], FOREGROUND_LABEL, device=input_points.device)
         sparse, _, dense = self.prompt_encoder(input_points, input_labels, input_boxes, input_masks)
         prompts = next((x for x in (input_points, input_boxes, input_masks) if x is not None), None)
         return sparse, dense.expand(1 if prompts is None else prompts.shape[0], -1, -1, -1, -1)
@@ -304,8 +302,6 @@ class SamModel(SamPreTrainedModel):
                 f"{text_name} has {text.shape[1]} prompts per image, {other_name} {other.shape[1]}: the text prompts "
                 "must match the point / box prompts."
             )
-        if input_points is not None and input_labels is None:
-            input_labels = torch.full(input_points.shape[:3], FOREGROUND_LABEL, device=input_points.device)
         config = self.config
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states

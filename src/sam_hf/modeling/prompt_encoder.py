@@ -107,6 +107,7 @@ class SamPromptEncoder(nn.Module):
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
         """
         Args:
+            input_labels: the points' labels; `None` makes every point foreground.
             text_embeds: `(batch_size, point_batch_size, embed_dim)` CLIP embeddings (L2-normalised here), one text
                 token per prompt.
 
@@ -119,6 +120,8 @@ class SamPromptEncoder(nn.Module):
                 learned no-mask embedding `(1, 1, hidden_size, h, w)`.
         """
         sparse, labels = [], []
+        if input_points is not None and input_labels is None:  # unlabelled points are foreground
+            input_labels = torch.full(input_points.shape[:3], FOREGROUND_LABEL, device=input_points.device)
         if input_points is not None:
             if input_boxes is None:  # the official model appends a not-a-point token to box-less point prompts
                 input_points = torch.cat([input_points, torch.zeros_like(input_points[:, :, :1])], dim=2)
