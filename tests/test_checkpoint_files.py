@@ -336,6 +336,10 @@ def test_several_official_checkpoints_need_a_filename(official_repo, tmp_path):
         load_sam("org/sam-official/missing.pth", device="cpu")
     with pytest.raises(FileNotFoundError, match=r"no checkpoint file at .*nowhere\.pth"):
         load_sam(tmp_path / "nowhere.pth", device="cpu")
+    with pytest.raises(TypeError, match="model must be a Hub id or a path"):
+        load_sam(3, device="cpu")
+    with pytest.raises(TypeError, match="filename must be a file name"):
+        load_sam(directory, device="cpu", filename=Path(OFFICIAL_FILE))
 
 
 def test_a_pickle_holding_more_than_tensors_is_refused_and_not_run(tmp_path):

@@ -115,8 +115,15 @@ def load_sam(
 
     Raises:
         OSError: no such file, directory or Hub repository (or file in it).
-        ValueError: a file that is not a SAM checkpoint, or pickled weights holding anything but tensors.
+        ValueError: a file that is not a SAM checkpoint, an official checkpoint holding anything but tensors, or
+            several official checkpoints and no `filename`.
+        pickle.UnpicklingError: a `pytorch_model.bin` holding anything but tensors (as transformers raises it).
+        TypeError: `model` or `filename` of the wrong type.
     """
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"model must be a Hub id or a path (str or os.PathLike), got {type(model).__name__}.")
+    if filename is not None and not isinstance(filename, str):
+        raise TypeError(f"filename must be a file name (str) inside `model`, got {type(filename).__name__}.")
     name = BUNDLED_MODEL_PATH if model is None else os.fspath(model)
     device, dtype = resolve_device(device), resolve_dtype(dtype)
     checkpoint = _official_checkpoint(name, filename)
