@@ -1,16 +1,28 @@
-"""`transformers.pipeline()` with sam_hf models: "mask-generation" and "promptable-mask-generation", offline from
-directories written by `save_pretrained`."""
+"""`transformers.pipeline()` with sam_hf models, offline from directories written by `save_pretrained`: transformers'
+own "mask-generation" pipeline (same numbers as on transformers' SamModel), the official generator as
+`pipeline_class=SamMaskGenerationPipeline`, and "promptable-mask-generation"."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 import transformers
-from transformers.pipelines import MaskGenerationPipeline
+from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
+from transformers.pipelines import MaskGenerationPipeline, check_task
 
-from sam_hf import SamImageProcessor, SamMaskGenerationPipeline, SamProcessor, SamPromptableMaskGenerationPipeline
+from sam_hf import (
+    SamImageProcessor,
+    SamMaskGenerationPipeline,
+    SamModel,
+    SamProcessor,
+    SamPromptableMaskGenerationPipeline,
+)
 from sam_hf.everything import SamAutomaticMaskGenerator, decode_segmentation, uncompressed_rle
+from tests.helpers import perturb_, scene_image
 
 IMAGE = (np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)
 LOW = {"points_per_side": 3, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
@@ -28,7 +40,7 @@ def saved(tmp_path_factory, small_pair) -> tuple[str, SamProcessor]:
 
 def test_mask_generation_from_directory(saved, small_pair):
     path, processor = saved
-    pipe = transformers.pipeline("mask-generation", model=path, device="cpu")
+    pipe = transformers.pipeline("mask-generation", model=path, device="cpu", pipeline_class=SamMaskGenerationPipeline)
     assert isinstance(pipe, SamMaskGenerationPipeline)
     assert pipe.image_processor.to_dict() == processor.image_processor.to_dict()
     out = pipe(IMAGE, output_bboxes_mask=True, output_rle_mask=True, **LOW)
@@ -49,7 +61,12 @@ def test_mask_generation_from_directory(saved, small_pair):
 
 
 def test_mask_generation_names_and_modes(saved, small_pair):
-    pipe = transformers.pipeline("mask-generation", model=small_pair[1], image_processor=saved[1].image_processor)
+    pipe = transformers.pipeline(
+        "mask-generation",
+        model=small_pair[1],
+        image_processor=saved[1].image_processor,
+        pipeline_class=SamMaskGenerationPipeline,
+    )
     assert isinstance(pipe, SamMaskGenerationPipeline)
     settings = {key: value for key, value in LOW.items() if key != "points_per_side"}
     official_names = pipe(IMAGE, points_per_side=2, output_mode="coco_rle", **settings)
@@ -69,13 +86,44 @@ def test_mask_generation_names_and_modes(saved, small_pair):
         pipe(IMAGE, output_mode="png")
 
 
-def test_transformers_sam_keeps_transformers_pipeline():
+def test_transformers_tasks_and_logging_are_untouched():
+    """`import sam_hf` registers through public APIs only: transformers' "mask-generation" entry is its own, and no
+    transformers logger has been muted."""
+    impl = check_task("mask-generation")[1]["impl"]  # the class, or its dotted name in transformers 5.x's table
+    assert impl in (MaskGenerationPipeline, f"{MaskGenerationPipeline.__module__}.{MaskGenerationPipeline.__name__}")
+    levels = {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict if "transformers" in name}
+    assert not {name: level for name, level in levels.items() if level >= logging.ERROR}
+
+
+def test_transformers_mask_generation_pipeline_runs_sam_hf_with_its_numbers(tmp_path):
+    """Code written for transformers' SAM, `pipeline("mask-generation", model=...)`, gives on a sam_hf checkpoint the
+    masks it gives on transformers' SamModel with the same weights."""
     config = transformers.SamConfig(
         vision_config={"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "global_attn_indexes": [1]},
     )
-    model = transformers.SamModel(config).eval()
-    pipe = transformers.pipeline("mask-generation", model=model, image_processor=transformers.SamImageProcessor())
+    torch.manual_seed(0)
+    reference = perturb_(transformers.SamModel(config), seed=3)
+    reference.save_pretrained(tmp_path / "transformers")
+    model = SamModel.from_pretrained(tmp_path / "transformers").eval()
+    model.save_pretrained(tmp_path / "sam_hf")
+    SamProcessor.for_config(model.config).save_pretrained(tmp_path / "sam_hf")
+
+    image = PIL.Image.fromarray(scene_image(5, 60, 80))
+    settings = {"points_per_crop": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    want = transformers.pipeline("mask-generation", model=reference, image_processor=SamImageProcessorPil())(
+        image, output_bboxes_mask=True, **settings
+    )
+    pipe = transformers.pipeline("mask-generation", model=str(tmp_path / "sam_hf"))
     assert type(pipe) is MaskGenerationPipeline
+    assert isinstance(pipe.model, SamModel) and isinstance(pipe.image_processor, SamImageProcessor)
+    got = pipe(image, output_bboxes_mask=True, **settings)
+
+    assert len(got["masks"]) == len(want["masks"]) >= 1
+    # The only numeric difference: the official decoder LayerNorm epsilon (1e-5) against transformers' 1e-6.
+    torch.testing.assert_close(got["scores"], want["scores"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(got["bounding_boxes"], want["bounding_boxes"], atol=1, rtol=0)
+    for a, b in zip(got["masks"], want["masks"], strict=True):
+        assert (a & b).sum() / (a | b).sum() > 0.99
 
 
 def test_promptable_from_directory_matches_model(saved, small_pair):

@@ -1,8 +1,8 @@
 """sam_hf: Segment Anything on the Hugging Face transformers API.
 
 Importing the package registers its classes with transformers' Auto classes (`AutoConfig`, `AutoModel`,
-`AutoProcessor`, ...) under the model type `"sam_hf"`, and its pipelines: `"mask-generation"` for sam_hf models and
-`"promptable-mask-generation"` (points, boxes and text).
+`AutoProcessor`, ...) under the model type `"sam_hf"` and adds the pipeline task `"promptable-mask-generation"` (points,
+boxes and text); transformers' own `"mask-generation"` pipeline runs sam_hf models as they are.
 """
 
 from transformers import AutoConfig, AutoModel

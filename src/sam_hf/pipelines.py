@@ -69,7 +69,8 @@ class _SamPipeline(Pipeline):
 
 
 class SamMaskGenerationPipeline(_SamPipeline):
-    """Everything mode (`"mask-generation"`) for sam_hf models, with the official automatic mask generator.
+    """Everything mode for sam_hf models with the official automatic mask generator:
+    `pipeline("mask-generation", model=..., pipeline_class=SamMaskGenerationPipeline)`.
 
     Call parameters: the official generator's (`points_per_side`, `pred_iou_thresh`, ..., `output_mode`; see
     `EverythingSettings`), transformers' names `points_per_crop` / `crops_n_layers` / `crops_nms_thresh`,

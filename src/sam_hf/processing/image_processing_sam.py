@@ -29,6 +29,7 @@ from .image_inputs import (
     to_uint8_hwc,
 )
 from .image_options import DEFAULTS, SamImagesKwargs, check_options, drop_no_ops, height_width_size, upgrade_legacy
+from .mask_generation import MaskGenerationMixin
 
 __all__ = ["SamHfImageProcessor", "SamImageProcessor", "get_preprocess_shape", "pil_to_rgb", "to_uint8_hwc"]
 
@@ -46,7 +47,7 @@ def _pad(tensor: torch.Tensor, pad_size: SizeDict, name: str) -> torch.Tensor:
     return F.pad(tensor, (0, pad_size.width - width, 0, pad_size.height - height))
 
 
-class SamHfImageProcessor(BaseImageProcessor):
+class SamHfImageProcessor(MaskGenerationMixin, BaseImageProcessor):
     r"""transformers' `SamImageProcessor`: resizes the longest side to `size["longest_edge"]` with PIL, rescales,
     normalises and zero-pads bottom/right to `pad_size`; segmentation maps go the same way (nearest neighbour,
     `mask_size`, `mask_pad_size`, no rescale / normalisation) into `labels`.
