@@ -275,6 +275,8 @@ NOTEBOOK_GENERATORS = {
 }
 
 
+# The notebook's 32x32 grid is 1,024-2,048 prompts through the full-width decoder: about a minute per generator here.
+@pytest.mark.heavy
 @pytest.mark.parametrize("settings", NOTEBOOK_GENERATORS)
 def test_automatic_mask_generator_notebook(small_pair, settings):
     official, model = confident_pair(small_pair)

@@ -49,6 +49,13 @@ def test_predict_on_an_embedded_image_leaves_the_current_image_alone(small_pair)
     on_other = predictor.predict([[50, 50]], image=other)
     assert on_other.masks.shape == (3, 100, 120)
     assert not torch.equal(predictor.image.image_embeddings, other.image_embeddings)
+    predictor.image = other  # the same as set_image(second)
+    assert predictor.is_image_set and predictor.features is other.image_embeddings
+    np.testing.assert_array_equal(predictor.predict([[50, 50]]).masks, on_other.masks)
+    predictor.image = None
+    assert not predictor.is_image_set and predictor.image is None
+    with pytest.raises(TypeError, match="image must be an EmbeddedImage"):
+        predictor.image = second
 
 
 def test_predict_rejects_missing_image_and_prompts(small_pair):

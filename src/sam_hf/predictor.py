@@ -175,6 +175,15 @@ class SamPredictor:
             return None
         return EmbeddedImage(self.features, tuple(self.original_size), tuple(self.input_size))
 
+    @image.setter
+    def image(self, image: EmbeddedImage | None) -> None:
+        """Makes `image` (from `embed`) the current image, or forgets the current one with `None`."""
+        if image is not None and not isinstance(image, EmbeddedImage):
+            raise TypeError(f"image must be an EmbeddedImage from predictor.embed(image), got {type(image).__name__}.")
+        self.reset_image()
+        if image is not None:
+            self._use(image)
+
     def reset_image(self) -> None:
         """Forgets the current image."""
         self.is_image_set = False
