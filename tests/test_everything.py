@@ -194,6 +194,7 @@ def test_no_masks_and_progress_bar(small_pair, images, capsys):
         ({"box_nms_thresh": float("nan")}, "box_nms_thresh"),
         ({"crop_nms_thresh": 2}, "crop_nms_thresh"),
         ({"crop_n_layers": -1}, "crop_n_layers"),
+        ({"crop_n_layers": None}, "crop_n_layers"),
         ({"crop_overlap_ratio": 1.0}, "crop_overlap_ratio"),
         ({"crop_n_points_downscale_factor": 0}, "crop_n_points_downscale_factor"),
         (

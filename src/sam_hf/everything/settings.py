@@ -108,7 +108,8 @@ class EverythingSettings:
             raise ValueError("Pass exactly one of points_per_side or point_grids.")
         for setting in fields(self):
             value = getattr(self, setting.name)
-            if "range" in setting.metadata and value is not None:
+            # points_per_side may be None (then point_grids are given, as checked above); every other number may not.
+            if "range" in setting.metadata and not (setting.name == "points_per_side" and value is None):
                 _check_number(setting.name, value, *setting.metadata["range"], setting.metadata["integer"])
         if not isinstance(self.output_mode, str) or self.output_mode not in OUTPUT_MODES:
             raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {self.output_mode!r}.")
