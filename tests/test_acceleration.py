@@ -14,7 +14,7 @@ from sam_hf import SamModel
 from sam_hf.acceleration import INT8_MIN_MASK_IOU, compile_for_inference, quantize_int8
 from sam_hf.configuration_sam import SamMaskDecoderConfig
 from sam_hf.modeling.two_way_transformer import SamAttention
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 @pytest.fixture

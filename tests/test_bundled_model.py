@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from sam_hf import BUNDLED_CLIP_PATH, BUNDLED_MODEL_PATH, SamModel, SamProcessor
-from sam_hf.training.evaluate_shapes import evaluate
+from sam_hf.data import HELD_OUT_SEED, generate_scene
+from sam_hf.training import evaluate
 
 # Quality floors a few points under the model card's 200-scene measurement (point best of 3 0.932, top-scored 0.913,
 # box 0.925, learned text token 0.828 over objects of scenes with >= 3 objects), on a smaller sample to keep the test
@@ -24,7 +25,7 @@ def test_bundled_model_is_small_safetensors_with_a_text_token(bundled):
     model, processor = bundled
     sam_parameters = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("text_encoder."))
     assert sam_parameters < 3_000_000
-    assert processor.image_processor.longest_edge == model.config.vision_config.image_size == 128
+    assert processor.image_processor.size["longest_edge"] == model.config.vision_config.image_size == 128
     assert model.config.text_config is not None
     assert processor.text_context_length == model.config.text_config.context_length == 8
     bundled_files = [*Path(BUNDLED_MODEL_PATH).iterdir(), *Path(BUNDLED_CLIP_PATH).iterdir()]
@@ -34,7 +35,7 @@ def test_bundled_model_is_small_safetensors_with_a_text_token(bundled):
 
 @pytest.fixture(scope="module")
 def held_out_scores(bundled):
-    return evaluate(*bundled, num_scenes=40)
+    return evaluate(*bundled, (generate_scene(HELD_OUT_SEED + index) for index in range(40)))
 
 
 @pytest.mark.parametrize(("prompt", "floor"), sorted(FLOORS.items()))

@@ -1,4 +1,5 @@
-"""The user's path, image file to full-size masks, against the official `SamPredictor` on the same weights."""
+"""The user's path, image to full-size masks, against the official `SamPredictor` on the same weights: on a generated
+scene, and on the README's dog photo as an extra."""
 
 from __future__ import annotations
 
@@ -8,34 +9,29 @@ import torch
 from PIL import Image
 
 from sam_hf import SamProcessor
-from tests.conftest import SHARED_IMAGES
+from tests.helpers import photo, scene_image
 
 pytestmark = pytest.mark.heavy
 
 
-@pytest.fixture(scope="module")
-def dog():
-    path = SHARED_IMAGES / "dog.jpg"
-    if not path.is_file():
-        pytest.skip(f"{path} is not available")
-    return np.array(Image.open(path).convert("RGB"))
-
-
-def test_processor_and_model_give_the_official_predictor_masks(vit_b_pair, dog):
+@pytest.mark.parametrize("source", ["scene", "photo"])
+def test_processor_and_model_give_the_official_predictor_masks(vit_b_pair, source):
     from segment_anything import SamPredictor
 
+    # A landscape image the size of the photo (534x800): resized to 683x1024, then padded.
+    image = scene_image(5, 534, 800) if source == "scene" else np.array(Image.open(photo("dog.jpg")).convert("RGB"))
     official, model = vit_b_pair
-    height, width = dog.shape[:2]
+    height, width = image.shape[:2]
     point = [width * 0.5, height * 0.55]
     box = [width * 0.2, height * 0.25, width * 0.8, height * 0.9]
 
     predictor = SamPredictor(official)
-    predictor.set_image(dog)
+    predictor.set_image(image)
     official_point = predictor.predict(np.array([point]), np.array([1]), multimask_output=True, return_logits=True)
     official_box = predictor.predict(box=np.array(box), multimask_output=False, return_logits=True)
 
     processor = SamProcessor()
-    inputs = processor(images=Image.fromarray(dog), input_points=[[[point]]])
+    inputs = processor(images=Image.fromarray(image), input_points=[[[point]]])
     with torch.no_grad():
         embeddings = model.get_image_embeddings(inputs["pixel_values"])
         point_output = model(image_embeddings=embeddings, **{k: v for k, v in inputs.items() if k != "pixel_values"})

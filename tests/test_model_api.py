@@ -11,7 +11,7 @@ from transformers import SamModel as TransformersSamModel
 
 from sam_hf import SamConfig, SamModel
 from sam_hf.conversion import convert_state_dict
-from tests.conftest import perturb_
+from tests.helpers import perturb_
 
 # Official totals (REFERENCE.md section 1); sam_hf also stores the 2x128 positional matrix, a buffer officially.
 OFFICIAL_BUILDERS = ["vit_b", "vit_l", "vit_h"]

@@ -16,9 +16,9 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from sam_hf.everything import SamAutomaticMaskGenerator, decode_segmentation
+from sam_hf.geometry import centre_point, mask_boxes
 from sam_hf.loading import BUNDLED_CLIP_PATH
 from sam_hf.text_to_mask import segment_text
-from sam_hf.training.evaluate_shapes import centre_point, tight_box
 from space import app
 from tests.space_testing import bundled_segmenter, iou, running_space, write_scene
 
@@ -92,11 +92,11 @@ def test_box_and_box_with_points(client: Client, scenes: list) -> None:
     box_ious, combined_ious = [], []
     for path, _, masks in scenes:
         for gt in masks:
-            *_, result, _ = segment(client, path, box=tight_box(gt), multimask=False)
+            *_, result, _ = segment(client, path, box=mask_boxes(gt).tolist(), multimask=False)
             assert len(result["masks"]) == 1
             box_ious.append(iou(decoded(result)[0], gt))
-            *_, result, _ = segment(client, path, [[*centre_point(gt), 1]], tight_box(gt), multimask=False)
-            assert result["prompts"]["box"] == tight_box(gt) and len(result["prompts"]["points"]) == 1
+            *_, result, _ = segment(client, path, [[*centre_point(gt), 1]], mask_boxes(gt).tolist(), multimask=False)
+            assert result["prompts"]["box"] == mask_boxes(gt).tolist() and len(result["prompts"]["points"]) == 1
             combined_ious.append(iou(decoded(result)[0], gt))
     assert np.mean(box_ious) > BOX_FLOOR, box_ious
     assert np.mean(combined_ious) > BOX_FLOOR, combined_ious
@@ -233,7 +233,7 @@ def test_clicks_box_undo_reset_and_candidates(tmp_path: Path) -> None:
     click(handlers, session, x, y)
     click(handlers, session, 2, 2, app.BACKGROUND)
     assert session.prompts.points == ((x, y, 1), (2.0, 2.0, 0))
-    box = tight_box(target)
+    box = mask_boxes(target).tolist()
     outputs = click(handlers, session, box[2], box[3], app.BOX)  # first corner: nothing predicted yet
     assert session.corner == (box[2], box[3]) and session.prompts.box is None and outputs[4]["masks"]
     click(handlers, session, box[0], box[1], app.BOX)
