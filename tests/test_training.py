@@ -12,10 +12,11 @@ from transformers import Trainer, TrainingArguments
 
 from sam_hf import SamModel, SamProcessor
 from sam_hf.data import ShapesDataset, generate_scene
+from sam_hf.geometry import mask_boxes
 from sam_hf.modeling.loss import sam_loss
 from sam_hf.prompts import BACKGROUND_LABEL, FOREGROUND_LABEL, NOT_A_POINT_LABEL
 from sam_hf.training.interactive import InteractiveTrainer, interactive_batch, noisy_boxes, sample_error_points
-from tests.helpers import tiny_config
+from tests.helpers import scene_image, tiny_config
 
 
 def test_loss_matches_hand_computed_values():
@@ -74,6 +75,24 @@ def test_noisy_boxes_stay_near_the_tight_box():
     tight = torch.tensor([30.0, 20.0, 89.0, 59.0])
     assert ((boxes - tight).abs() <= 20).all() and (boxes - tight).abs().max() > 0
     assert (boxes[:, 2:] >= boxes[:, :2]).all()
+
+
+def test_interactive_batch_puts_masks_in_the_input_frame():
+    """Masks of a landscape image are resized as the image is (60x90 -> 85x128), padded, and cycled to fill slots."""
+    masks = np.zeros((2, 60, 90), dtype=bool)
+    masks[0, 10:30, 20:50] = True
+    masks[1] = True
+    processor = SamProcessor.for_config(tiny_config())
+    pixel_values, gt = interactive_batch([(scene_image(3, 60, 90), masks)], processor, prompts_per_image=3)
+    assert pixel_values.shape == (1, 3, 128, 128) and gt.shape == (1, 3, 128, 128) and gt.dtype == torch.bool
+    torch.testing.assert_close(pixel_values, processor(images=scene_image(3, 60, 90))["pixel_values"])
+    assert torch.equal(gt[0, 2], gt[0, 0])  # two masks, three slots: the first again
+    height, width = processor.image_processor.resized_size(60, 90)
+    assert (height, width) == (85, 128)
+    assert gt[0, 1, :height, :width].all() and not gt[0, 1, height:].any()
+    scale = 128 / 90
+    expected = torch.tensor([20 * scale, 10 * scale, 50 * scale - 1, 30 * scale - 1])
+    assert (mask_boxes(gt[0, 0]) - expected).abs().max() <= 1
 
 
 def test_scenes_are_deterministic_named_and_disjoint():
