@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import open_clip
 import PIL.Image
 import PIL.ImageFilter
 import safetensors.torch
@@ -111,6 +110,8 @@ class ClipScorer:
     def from_open_clip(cls, name: str, pretrained: str | None = None, device: str | None = None, **kwargs: Any):
         """Any open_clip model: `("ViT-B-16", "laion2b_s34b_b88k")`, `"hf-hub:org/repo"` or `"local-dir:/path"`.
         A local directory written by `save` also restores its templates, background vocabulary and threshold."""
+        import open_clip  # imported when a CLIP is loaded: it takes seconds
+
         model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
         settings = {"architecture": open_clip.get_model_config(name)}
         if name.startswith("local-dir:"):
@@ -128,6 +129,8 @@ class ClipScorer:
         settings, for `from_pretrained`."""
         if self.architecture is None:
             raise ValueError("Saving needs the open_clip model config: pass architecture= to ClipScorer.")
+        import open_clip
+
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         safetensors.torch.save_file(

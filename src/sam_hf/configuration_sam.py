@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import open_clip
 from transformers import PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
@@ -158,7 +157,7 @@ class SamTextConfig(PreTrainedConfig):
     freeze_text_encoder: bool = True
 
     def __post_init__(self, **kwargs: Any) -> None:
-        if self.clip_architecture is None and open_clip.get_model_config(self.clip_model_name) is None:
+        if self.clip_architecture is None and self.architecture is None:
             raise ValueError(
                 f"clip_model_name {self.clip_model_name!r} is not an open_clip architecture; expected one of "
                 "open_clip.list_models(), or pass clip_architecture."
@@ -171,7 +170,11 @@ class SamTextConfig(PreTrainedConfig):
     @property
     def architecture(self) -> dict[str, Any]:
         """The open_clip model config: `clip_architecture`, or the registered one of `clip_model_name`."""
-        return self.clip_architecture or open_clip.get_model_config(self.clip_model_name)
+        if self.clip_architecture is not None:
+            return self.clip_architecture
+        import open_clip  # only for configs with a text encoder: importing it takes seconds
+
+        return open_clip.get_model_config(self.clip_model_name)
 
     @property
     def embed_dim(self) -> int:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from open_clip.transformer import TextTransformer
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
@@ -94,8 +93,10 @@ class SamPreTrainedModel(PreTrainedModel):
             init.zeros_(module.pos_embed)
         elif isinstance(module, SamPositionalEmbedding):
             init.normal_(module.positional_embedding, std=1.0)
-        elif isinstance(module, TextTransformer) and module.attn_mask is not None:
-            # A non-persistent buffer: not in checkpoints, so rebuilt after `from_pretrained`'s meta-device init.
+        elif hasattr(module, "build_causal_mask") and module.attn_mask is not None:
+            # open_clip's text tower (recognised by its method, so that open_clip is imported only with a text encoder):
+            # its causal mask is a non-persistent buffer, not in checkpoints, so rebuilt after `from_pretrained`'s
+            # meta-device initialisation.
             init.copy_(module.attn_mask, module.build_causal_mask())
 
 

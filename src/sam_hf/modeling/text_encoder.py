@@ -3,10 +3,8 @@ turns them (or CLIP image embeddings, in training) into a sparse prompt token.""
 
 from __future__ import annotations
 
-import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.model import CLIPTextCfg, _build_text_tower
 from torch import nn
 
 from ..configuration_sam import SamTextConfig
@@ -18,6 +16,12 @@ class SamTextEncoder(nn.Module):
 
     def __init__(self, config: SamTextConfig) -> None:
         super().__init__()
+        # open_clip is imported here, not with the module: only checkpoints with a text encoder need it (seconds).
+        # `_build_text_tower` is private, but it is the one builder of a text tower alone: both of open_clip's CLIP
+        # classes call it, so the modules and state-dict keys are those of open_clip's checkpoints. The public
+        # alternative, `open_clip.create_model`, builds the image tower too.
+        from open_clip.model import CLIPTextCfg, _build_text_tower
+
         architecture = config.architecture
         self.clip = _build_text_tower(
             architecture["embed_dim"],
@@ -29,6 +33,8 @@ class SamTextEncoder(nn.Module):
     def load_open_clip_weights(self, config: SamTextConfig) -> None:
         """Copies the text tower of the open_clip checkpoint `config.pretrained` (a pretrained tag of a named
         architecture, or a local file) into this encoder; files are read without unpickling objects."""
+        import open_clip
+
         if config.clip_architecture is None:
             clip = open_clip.create_model(config.clip_model_name, pretrained=config.pretrained)
         else:

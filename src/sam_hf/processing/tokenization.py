@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from open_clip.tokenizer import SimpleTokenizer
+
+if TYPE_CHECKING:
+    from open_clip.tokenizer import SimpleTokenizer
 
 CLIP_CONTEXT_LENGTH = 77  # every standard CLIP text tower
 
 
 @functools.lru_cache(maxsize=4)
 def _tokenizer(context_length: int) -> SimpleTokenizer:
+    from open_clip.tokenizer import SimpleTokenizer  # imported on first use: open_clip takes seconds to import
+
     return SimpleTokenizer(context_length=context_length)
 
 
