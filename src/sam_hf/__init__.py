@@ -13,7 +13,7 @@ from .everything import EverythingSettings, SamAutomaticMaskGenerator
 from .loading import BUNDLED_CLIP_PATH, BUNDLED_MODEL_PATH, load_clip, load_sam, open_image
 from .modeling import SamImageSegmentationOutput, SamModel, SamPreTrainedModel
 from .pipelines import SamMaskGenerationPipeline, SamPromptableMaskGenerationPipeline, register_pipelines
-from .predictor import EmbeddedImage, Prediction, SamPredictor
+from .predictor import EmbeddedImage, ImageNotSetError, Prediction, ResizeLongestSide, SamPredictor
 from .processing import SamHfImageProcessor, SamHfProcessor, SamImageProcessor, SamProcessor, register_auto_classes
 from .text_to_mask import TextSegmentation, segment_text
 
@@ -28,7 +28,9 @@ __all__ = [
     "ClipScorer",
     "EmbeddedImage",
     "EverythingSettings",
+    "ImageNotSetError",
     "Prediction",
+    "ResizeLongestSide",
     "SamAutomaticMaskGenerator",
     "SamConfig",
     "SamHfImageProcessor",
