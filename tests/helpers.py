@@ -138,3 +138,23 @@ def tiny_clip_scorer(**settings: object) -> ClipScorer:
     tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=12)
     transform = open_clip.image_transform(32, is_train=False)
     return ClipScorer(model, transform, tokenizer, architecture=TINY_CLIP, **settings)
+
+
+def hub_preprocessor_config(size: int = 1024) -> dict[str, object]:
+    """The `preprocessor_config.json` of the Hub's `facebook/sam-vit-*` repos (REFERENCE.md section 11), for a
+    `size`-pixel input."""
+    return {
+        "do_convert_rgb": True,
+        "do_normalize": True,
+        "do_pad": True,
+        "do_rescale": True,
+        "do_resize": True,
+        "image_mean": [0.485, 0.456, 0.406],
+        "image_processor_type": "SamImageProcessor",
+        "image_std": [0.229, 0.224, 0.225],
+        "pad_size": {"height": size, "width": size},
+        "processor_class": "SamProcessor",
+        "resample": 2,
+        "rescale_factor": 0.00392156862745098,
+        "size": {"longest_edge": size},
+    }

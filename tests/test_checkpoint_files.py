@@ -31,7 +31,7 @@ from sam_hf import SamConfig, SamModel, SamPredictor, SamProcessor, load_sam
 from sam_hf.cli import main
 from sam_hf.conversion import convert_state_dict
 from space import app
-from tests.helpers import perturb_, small_official_sam, small_sam_config
+from tests.helpers import hub_preprocessor_config, perturb_, small_official_sam, small_sam_config
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 TIED = ("shared_image_embedding.positional_embedding", "prompt_encoder.shared_embedding.positional_embedding")
@@ -72,23 +72,6 @@ def config_429(config: SamConfig) -> dict:
     }
 
 
-PREPROCESSOR_429 = {  # facebook/sam-vit-base's preprocessor_config.json, for a 256 input
-    "do_convert_rgb": True,
-    "do_normalize": True,
-    "do_pad": True,
-    "do_rescale": True,
-    "do_resize": True,
-    "image_mean": [0.485, 0.456, 0.406],
-    "image_processor_type": "SamImageProcessor",
-    "image_std": [0.229, 0.224, 0.225],
-    "pad_size": {"height": 256, "width": 256},
-    "processor_class": "SamProcessor",
-    "resample": 2,
-    "rescale_factor": 0.00392156862745098,
-    "size": {"longest_edge": 256},
-}
-
-
 def transformers_weights(model: SamModel) -> dict[str, torch.Tensor]:
     """The state dict as transformers 4.29 saved it: both positional-embedding keys, one storage."""
     state = {key: value.clone() for key, value in model.state_dict().items()}
@@ -116,7 +99,7 @@ def write_layout(directory: Path, layout: str) -> dict[str, torch.Tensor]:
         (directory / "config.json").write_text(json.dumps(short))
     else:
         (directory / "config.json").write_text(json.dumps(config_429(config), indent=2))
-        (directory / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_429, indent=2))
+        (directory / "preprocessor_config.json").write_text(json.dumps(hub_preprocessor_config(256), indent=2))
     state = transformers_weights(model)
     if layout in ("bin", "both"):
         torch.save(state, directory / "pytorch_model.bin")

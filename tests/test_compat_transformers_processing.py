@@ -19,6 +19,7 @@ from transformers import SamImageProcessor as TransformersSamImageProcessor
 from transformers import SamProcessor as TransformersSamProcessor
 
 from sam_hf.processing import SamImageProcessor, SamProcessor, register_auto_classes
+from tests.helpers import hub_preprocessor_config
 
 # port: SamImageProcessingTester (options of transformers' image processor tests).
 TESTER_OPTIONS = {
@@ -42,22 +43,6 @@ ATTRIBUTES = (
     "mask_pad_size",
     "do_convert_rgb",
 )
-# The real `facebook/sam-vit-*` preprocessor_config.json (REFERENCE.md section 11).
-HUB_PREPROCESSOR_CONFIG = {
-    "do_convert_rgb": True,
-    "do_normalize": True,
-    "do_pad": True,
-    "do_rescale": True,
-    "do_resize": True,
-    "image_mean": [0.485, 0.456, 0.406],
-    "image_processor_type": "SamImageProcessor",
-    "image_std": [0.229, 0.224, 0.225],
-    "pad_size": {"height": 1024, "width": 1024},
-    "processor_class": "SamProcessor",
-    "resample": 2,
-    "rescale_factor": 0.00392156862745098,
-    "size": {"longest_edge": 1024},
-}
 # transformers' float path (rescale, then normalise) rounds differently from the official one sam_hf follows.
 PIXEL_ATOL = 2e-6
 
@@ -342,7 +327,7 @@ def test_transformers_config_loads_in_sam_hf(tmp_path):
 
 def test_hub_preprocessor_config_loads(tmp_path):
     """The `facebook/sam-vit-*` preprocessor_config.json (no mask sizes) gives the official pixels."""
-    (tmp_path / "preprocessor_config.json").write_text(json.dumps(HUB_PREPROCESSOR_CONFIG))
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(hub_preprocessor_config()))
     image = image_inputs("np", count=1, seed=12)[0]
     theirs = SamImageProcessorPil.from_pretrained(tmp_path)(image, return_tensors="pt")
     for loaded in (SamProcessor.from_pretrained(tmp_path).image_processor, SamImageProcessor.from_pretrained(tmp_path)):
