@@ -73,3 +73,26 @@ def test_import_sam_hf_loads_no_optional_heavy_package() -> None:
     code = f"import sys, sam_hf; print(sorted(m for m in {LAZY!r} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert result.stdout.strip() == "[]", result.stdout
+
+
+def undocumented_names(path: Path) -> list[str]:
+    """Public classes and functions of a module (recursively inside classes) without a docstring, as
+    `path:line name`."""
+    missing = []
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or child.name[0] == "_":
+                continue
+            if ast.get_docstring(child) is None:
+                missing.append(f"{path.relative_to(PACKAGE)}:{child.lineno} {prefix}{child.name}")
+            if isinstance(child, ast.ClassDef):
+                visit(child, f"{prefix}{child.name}.")
+
+    visit(ast.parse(path.read_text()), "")
+    return missing
+
+
+def test_every_public_name_has_a_docstring() -> None:
+    missing = [name for path in sorted(PACKAGE.rglob("*.py")) for name in undocumented_names(path)]
+    assert not missing, f"{len(missing)} public names lack a docstring:\n" + "\n".join(missing)

@@ -137,6 +137,8 @@ def _add_segment_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_segment(args: argparse.Namespace) -> None:
+    """`sam-hf segment`: masks for the point / box / text prompts on one image; writes the chosen one
+    (`--mask-index`, else the highest-scoring) as a 0 / 255 PNG to `--out`, and the scores to `--json`."""
     from .predictor import SamPredictor
 
     prompts = {key: value for kind in PROMPT_KINDS for key, value in kind(args).items()}
@@ -212,6 +214,8 @@ def _add_everything_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_everything(args: argparse.Namespace) -> None:
+    """`sam-hf everything`: everything mode over an image or a directory, written as one COCO JSON to `--out`
+    (resumable through `--work-dir`); exits with a message when some files could not be read."""
     from .annotate import label_images
     from .everything import EverythingSettings, SamAutomaticMaskGenerator
 
@@ -264,6 +268,7 @@ def _add_convert_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> None:
+    """`sam-hf convert`: official checkpoint -> sam_hf model directory, optionally pushed to the Hub."""
     from .conversion import convert_checkpoint
 
     model = convert_checkpoint(args.checkpoint, args.output_dir, args.model_size, args.push_to_hub)
@@ -289,6 +294,8 @@ def _add_export_onnx_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_export_onnx(args: argparse.Namespace) -> None:
+    """`sam-hf export-onnx`: writes the model's image encoder and mask decoder ONNX graphs (exported on the CPU in
+    float32)."""
     from .conversion.onnx_export import export_onnx
 
     model, _ = _load_model(argparse.Namespace(model=args.model, device="cpu", dtype="float32"))
@@ -301,6 +308,8 @@ def run_export_onnx(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `sam-hf` argument parser: subcommands `segment`, `everything`, `convert` and `export-onnx`, each setting
+    `args.run` to its `run_*` function."""
     parser = argparse.ArgumentParser(
         prog="sam-hf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -146,6 +146,7 @@ class ClipScorer:
 
     @property
     def device(self) -> torch.device:
+        """Device of the CLIP model's parameters."""
         return next(self.model.parameters()).device
 
     @torch.no_grad()

@@ -98,6 +98,7 @@ class SamPromptEncoderConfig(PreTrainedConfig):
 
     @property
     def image_embedding_size(self) -> int:
+        """Side of the image-embedding grid, `image_size // patch_size` (64 for a 1024 input)."""
         return self.image_size // self.patch_size
 
     @property
@@ -274,6 +275,8 @@ class SamConfig(PreTrainedConfig):
 
     @classmethod
     def get_config_dict(cls, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """transformers' `get_config_dict`, reading transformers' SAM configs (`model_type: "sam"`) as sam_hf ones;
+        configs of other model types are refused."""
         config_dict, kwargs = super().get_config_dict(*args, **kwargs)
         model_type = config_dict.get("model_type", cls.model_type)
         if model_type == TRANSFORMERS_MODEL_TYPE:

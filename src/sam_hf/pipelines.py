@@ -95,6 +95,7 @@ class SamMaskGenerationPipeline(_SamPipeline):
         return preprocess, forward, postprocess
 
     def preprocess(self, image: Any, timeout: float | None = None) -> dict[str, Any]:
+        """`{"image": image}`, a path or URL loaded as a PIL image (other images pass through)."""
         return {"image": _load(image, timeout)}
 
     def _forward(self, model_inputs: dict[str, Any], **generator_params: Any) -> dict[str, Any]:
@@ -105,6 +106,8 @@ class SamMaskGenerationPipeline(_SamPipeline):
     def postprocess(
         self, model_outputs: dict[str, Any], output_bboxes_mask: bool = False, output_rle_mask: bool = False
     ) -> dict[str, Any]:
+        """The generator's records -> `masks` (`(h, w)` bool arrays), `scores` `(n,)` and `annotations`, plus
+        `bounding_boxes` `(n, 4)` XYXY and `rle_mask` (uncompressed RLEs) when asked."""
         annotations = model_outputs["annotations"]
         masks = [decode_segmentation(record["segmentation"]) for record in annotations]
         outputs = {
@@ -158,6 +161,8 @@ class SamPromptableMaskGenerationPipeline(_SamPipeline):
         text: str | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
+        """`image` (a path or URL loaded as a PIL image) and the prompts as the model takes them: `SamProcessor`
+        outputs, a single prompt nested one level deeper; with `text`, the image and prompts for `segment_text`."""
         image = _load(image, timeout)
         if text is not None:  # one prompt, handled whole by `segment_text`
             return {"image": image, "text": text, "point_coords": points, "point_labels": labels, "box": boxes}
@@ -185,6 +190,9 @@ class SamPromptableMaskGenerationPipeline(_SamPipeline):
         return {"pred_masks": outputs.pred_masks, "iou_scores": outputs.iou_scores, **sizes}
 
     def postprocess(self, model_outputs: dict[str, Any], mask_threshold: float = 0.0) -> dict[str, Any]:
+        """Masks at the original image size, thresholded at `mask_threshold`: `masks` bool
+        `(num_prompts, num_masks, height, width)` and `scores` `(num_prompts, num_masks)`; for text, one prompt with
+        the text result's masks and scores, and `found`."""
         if "text_result" in model_outputs:
             result = model_outputs["text_result"]
             masks, scores = torch.from_numpy(result.masks)[None], torch.from_numpy(result.scores)[None]

@@ -165,6 +165,7 @@ class SamPredictor:
 
     @property
     def device(self) -> torch.device:
+        """The model's device."""
         return self.model.device
 
     @property

@@ -55,6 +55,7 @@ class SamOnnxImageEncoder(nn.Module):
         self.vision_encoder = model.vision_encoder
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`pixel_values (batch, 3, S, S)` -> `image_embeddings (batch, C, h, w)`."""
         return self.vision_encoder(pixel_values, return_dict=True).last_hidden_state
 
 

@@ -32,17 +32,23 @@ HELD_OUT_SEED = 1_000_000_000
 
 @dataclass(frozen=True)
 class SceneObject:
+    """One object of a scene: its `shape`, `color` and visible `mask` `(H, W)` bool."""
+
     shape: str
     color: str
     mask: np.ndarray  # (H, W) bool, the visible part
 
     @property
     def name(self) -> str:
+        """`"color shape"`, e.g. `"red circle"`."""
         return f"{self.color} {self.shape}"
 
 
 @dataclass(frozen=True)
 class Scene:
+    """A generated scene: `image` `(H, W, 3)` uint8 and its `objects` in drawing order (later ones cover earlier
+    ones; mostly hidden ones are dropped)."""
+
     image: np.ndarray  # (H, W, 3) uint8
     objects: list[SceneObject]
 
@@ -53,6 +59,7 @@ class Scene:
 
     @property
     def names(self) -> list[str]:
+        """Each object's name (`"red circle"`, ...), in `objects` order."""
         return [obj.name for obj in self.objects]
 
 

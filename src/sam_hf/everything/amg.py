@@ -134,11 +134,13 @@ class MaskData:
 
     @classmethod
     def empty(cls) -> MaskData:
+        """No masks: every field with zero rows."""
         long, float_ = torch.zeros(0, 4, dtype=torch.long), torch.zeros(0)
         return cls([], long, float_, float_, torch.zeros(0, 2, dtype=torch.float64), long)
 
     @classmethod
     def cat(cls, parts: list[MaskData]) -> MaskData:
+        """The rows of `parts`, concatenated in order."""
         return cls(**{f.name: _cat([getattr(p, f.name) for p in parts]) for f in fields(cls)})
 
     def select(self, index: torch.Tensor) -> MaskData:

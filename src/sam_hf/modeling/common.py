@@ -14,6 +14,7 @@ class SamLayerNorm2d(nn.LayerNorm):
         super().__init__(num_channels, eps=eps)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`(batch, channels, height, width)` -> the same shape, normalised over `channels`."""
         return super().forward(hidden_states.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
@@ -27,6 +28,7 @@ class SamMLPBlock(nn.Module):
         self.act = ACT2FN[hidden_act]
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`(..., hidden_size)` -> `(..., hidden_size)`."""
         return self.lin2(self.act(self.lin1(hidden_states)))
 
 
@@ -40,6 +42,7 @@ class SamFeedForward(nn.Module):
         self.proj_out = nn.Linear(hidden_dim, output_dim)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`(..., input_dim)` -> `(..., output_dim)`."""
         hidden_states = torch.relu(self.proj_in(hidden_states))
         for layer in self.layers:
             hidden_states = torch.relu(layer(hidden_states))

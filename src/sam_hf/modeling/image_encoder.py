@@ -227,6 +227,7 @@ class SamVisionNeck(nn.Module):
         self.layer_norm2 = SamLayerNorm2d(config.output_channels, eps=config.layer_norm_eps)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """ViT tokens channels first `(batch, hidden_size, h, w)` -> `(batch, output_channels, h, w)`."""
         hidden_states = self.layer_norm1(self.conv1(hidden_states))
         return self.layer_norm2(self.conv2(hidden_states))
 
@@ -241,6 +242,7 @@ class SamPatchEmbeddings(nn.Module):
         )
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`(batch, num_channels, H, W)` -> `(batch, H / patch_size, W / patch_size, hidden_size)`."""
         return self.projection(pixel_values).permute(0, 2, 3, 1)
 
 

@@ -16,6 +16,10 @@ UPSCALE_CHUNK_ELEMENTS = 1 << 22  # upscaled-feature values computed at once: 16
 
 
 class SamMaskDecoder(nn.Module):
+    """Image and prompt embeddings -> mask logits and predicted IoUs: the IoU token and the
+    `num_multimask_outputs + 1` mask tokens go with the prompt tokens through the two-way transformer; each mask
+    token's hypernetwork MLP turns the 4x-upscaled image tokens into a mask, the IoU head scores every mask."""
+
     def __init__(self, config: SamMaskDecoderConfig) -> None:
         super().__init__()
         self.config = config

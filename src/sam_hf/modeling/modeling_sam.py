@@ -54,6 +54,9 @@ class SamImageSegmentationOutput(ModelOutput):
 
 
 class SamPreTrainedModel(PreTrainedModel):
+    """Base of sam_hf's `SamModel`: `SamConfig`, weight initialisation, and a `from_pretrained` that reads pickled
+    weights only through the weights-only unpickler."""
+
     config_class = SamConfig
     config: SamConfig
     base_model_prefix = "sam"
@@ -141,6 +144,7 @@ class SamModel(SamPreTrainedModel):
             self.text_encoder.load_open_clip_weights(text)
 
     def get_input_embeddings(self) -> nn.Module:
+        """The image encoder's patch embedding (transformers' `get_input_embeddings`)."""
         return self.vision_encoder.patch_embed
 
     def get_image_wide_positional_embeddings(self) -> torch.Tensor:

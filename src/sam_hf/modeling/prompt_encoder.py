@@ -27,6 +27,7 @@ class SamPositionalEmbedding(nn.Module):
         self.positional_embedding = nn.Parameter(torch.randn(2, num_pos_feats), requires_grad=False)
 
     def forward(self, coordinates: torch.Tensor) -> torch.Tensor:
+        """Coordinates in [0, 1] `(..., 2)` -> `(..., 2 * num_pos_feats)` sine and cosine features."""
         coordinates = (2 * coordinates - 1).to(self.positional_embedding.dtype)
         coordinates = 2 * math.pi * (coordinates @ self.positional_embedding)
         return torch.cat([torch.sin(coordinates), torch.cos(coordinates)], dim=-1)
@@ -53,6 +54,7 @@ class SamMaskEmbedding(nn.Module):
         self.activation = ACT2FN[config.hidden_act]
 
     def forward(self, masks: torch.Tensor) -> torch.Tensor:
+        """Mask logits `(n, 1, 4h, 4w)` -> dense embedding `(n, hidden_size, h, w)`."""
         hidden_states = self.activation(self.layer_norm1(self.conv1(masks)))
         hidden_states = self.activation(self.layer_norm2(self.conv2(hidden_states)))
         return self.conv3(hidden_states)

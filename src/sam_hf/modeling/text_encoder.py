@@ -44,4 +44,5 @@ class SamTextEncoder(nn.Module):
         self.clip.load_state_dict({key: value for key, value in clip.state_dict().items() if key in own})
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token ids `(n, context_length)` -> `(n, embed_dim)` L2-normalised text embeddings."""
         return F.normalize(self.clip(input_ids), dim=-1)

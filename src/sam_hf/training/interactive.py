@@ -125,12 +125,17 @@ class InteractiveTrainer(torch.nn.Module):
         self.generator = torch.Generator().manual_seed(seed)
 
     def forward(self, pixel_values: torch.Tensor, gt_masks: torch.Tensor) -> torch.Tensor:
+        """`pixel_values (B, 3, S, S)` and bool `gt_masks (B, P, S, S)` -> scalar loss of one simulated interaction
+        per prompt (mean over rounds)."""
         embeddings = self.model.get_image_embeddings(pixel_values)
         return interactive_loss(self.model, embeddings, gt_masks, self.num_corrective_points, self.generator).total
 
 
 @dataclass
 class InteractiveLoss:
+    """`interactive_loss`'s result: `total` (scalar, the mean over rounds, with gradient) and `per_round`
+    (`(rounds,)` each round's loss, detached)."""
+
     total: torch.Tensor  # mean over rounds
     per_round: torch.Tensor  # (rounds,) each round's loss, detached (no device sync per round)
 

@@ -76,6 +76,8 @@ class TextTokenTrainer(torch.nn.Module):
     def forward(
         self, pixel_values: torch.Tensor, gt_masks: torch.Tensor, region_embeddings: torch.Tensor
     ) -> torch.Tensor:
+        """`pixel_values (B, 3, S, S)`, bool `gt_masks (B, P, S, S)` and the masks' CLIP image embeddings
+        `region_embeddings (B, P, embed_dim)` -> scalar loss: text-token loss plus interactive point / box loss."""
         with torch.set_grad_enabled(self.train_image_encoder and torch.is_grad_enabled()):
             embeddings = self.model.get_image_embeddings(pixel_values)
         output = self.model(image_embeddings=embeddings, text_embeds=region_embeddings, multimask_output=True)
@@ -188,6 +190,8 @@ def train_from_arguments(args: argparse.Namespace, data: torch.utils.data.Datase
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Entry point of `python -m sam_hf.training.text_token`: `train_from_arguments` on the COCO data of `--images`
+    and `--annotations`."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_text_token_arguments(parser)
     parser.add_argument("--images", required=True, help="folder of images named by --annotations")
