@@ -30,13 +30,19 @@ TINY_CLIP = {
 }
 
 
+def in_ci() -> bool:
+    """Whether the tests run under CI (`CI=true`, as CI and `.ci/run` set it): there a missing photo or browser fails
+    the test instead of skipping it."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
 def photo(name: str) -> Path:
     """The path of the README photo `name`. A missing photo fails the test under `CI=true` (CI must check what the
     README claims) and skips it elsewhere, with the reason."""
     path = PHOTOS / name
     if not path.is_file():
         reason = f"{path} is missing (set SAM_HF_PHOTOS to the folder of dog.jpg, truck.jpg, groceries.jpg)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        if in_ci():
             pytest.fail(reason)
         pytest.skip(reason)
     return path

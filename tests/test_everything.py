@@ -118,7 +118,6 @@ def blobs(seed: int, shape: tuple[int, int] = (60, 80)) -> np.ndarray:
 @pytest.mark.parametrize("mode", ["holes", "islands"])
 @pytest.mark.parametrize("min_area", [1, 20, 200, 10_000])  # 10_000: every island is small, the largest stays
 def test_remove_small_regions_matches_official(mode, min_area):
-    pytest.importorskip("cv2")
     changed_any = False
     for seed in range(5):
         mask = blobs(seed)
