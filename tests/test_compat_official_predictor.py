@@ -21,19 +21,32 @@ from pycocotools import mask as mask_utils
 import sam_hf
 from sam_hf.conversion import convert_state_dict
 from sam_hf.predictor import ImageNotSetError, Prediction, ResizeLongestSide
-from tests.helpers import photo
+from tests.helpers import photo, scene_image
 
 # Bool masks of the two implementations may differ where |logit| is at float32 rounding level: at most this fraction.
 MASK_MISMATCH = 1e-4
 
 
-def read_rgb(name: str) -> np.ndarray:
-    """The notebooks' `cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)`."""
-    return cv2.cvtColor(cv2.imread(str(photo(name))), cv2.COLOR_BGR2RGB)
+# (height, width) of the README photos the notebooks use.
+PHOTO_SIZES = {"truck.jpg": (1200, 1800), "groceries.jpg": (534, 800), "dog.jpg": (534, 800)}
+
+
+def read_bgr(name: str, source: str = "scene") -> np.ndarray:
+    """The notebooks' `cv2.imread(path)` of the README photo `name` (`source="photo"`, an extra), or of a generated
+    scene of its size through the same JPEG round trip (the default: the tests make their own images)."""
+    if source == "photo":
+        return cv2.imread(str(photo(name)))
+    scene = cv2.cvtColor(scene_image(len(name), *PHOTO_SIZES[name]), cv2.COLOR_RGB2BGR)
+    return cv2.imdecode(cv2.imencode(".jpg", scene)[1], cv2.IMREAD_COLOR)
+
+
+def read_rgb(name: str, source: str = "scene") -> np.ndarray:
+    """The notebooks' `cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)`, of `read_bgr`'s image."""
+    return cv2.cvtColor(read_bgr(name, source), cv2.COLOR_BGR2RGB)
 
 
 def predictor_notebook(api: types.ModuleType, sam: torch.nn.Module, image: np.ndarray) -> dict[str, tuple]:
-    """`predictor_example.ipynb` on the truck photo, call for call; each call's outputs, by the notebook's section."""
+    """`predictor_example.ipynb` on the truck image, call for call; each call's outputs, by the notebook's section."""
     predictor = api.SamPredictor(sam)
     predictor.set_image(image)
     results = {"embedding": (predictor.get_image_embedding(),)}
@@ -97,10 +110,13 @@ def assert_same_results(expected: dict[str, tuple], actual: dict[str, tuple]) ->
     return diffs
 
 
-@pytest.mark.parametrize("pair", ["small_pair", pytest.param("vit_b_pair", marks=pytest.mark.heavy)])
-def test_predictor_notebook_runs_unchanged_with_the_same_numbers(request, pair):
+@pytest.mark.parametrize(
+    ("pair", "source"),
+    [("small_pair", "scene"), ("small_pair", "photo"), pytest.param("vit_b_pair", "scene", marks=pytest.mark.heavy)],
+)
+def test_predictor_notebook_runs_unchanged_with_the_same_numbers(request, pair, source):
     official, model = request.getfixturevalue(pair)
-    image = read_rgb("truck.jpg")
+    image = read_rgb("truck.jpg", source)
     expected = predictor_notebook(segment_anything, official, image)
     actual = predictor_notebook(sam_hf, model, image)
     diffs = assert_same_results(expected, actual)
@@ -140,7 +156,7 @@ def test_readme_predictor_call_and_image_state(small_pair):
 def test_bgr_images_and_set_torch_image(small_pair):
     official, model = small_pair
     rgb = read_rgb("dog.jpg")
-    bgr = cv2.imread(str(photo("dog.jpg")))
+    bgr = read_bgr("dog.jpg")
     reference = segment_anything.SamPredictor(official)
     reference.set_image(rgb)
     predictor = sam_hf.SamPredictor(model)
