@@ -19,18 +19,15 @@ import dataclasses
 import json
 import pickle
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import PIL.Image
 import torch
 
 from .loading import DTYPES, load_clip, load_sam, open_image, resolve_device
-
-if TYPE_CHECKING:
-    from .predictor import SamPredictor
 
 POINT_LABEL_NAMES = "1 foreground, 0 background"
 
@@ -61,22 +58,6 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
     if x2 < x1 or y2 < y1:
         raise argparse.ArgumentTypeError(f"box must have X2 >= X1 and Y2 >= Y1, got {text!r}")
     return x1, y1, x2, y2
-
-
-def _points_prompt(args: argparse.Namespace) -> dict[str, np.ndarray]:
-    if not args.point:
-        return {}
-    points = np.asarray(args.point, dtype=np.float64)
-    return {"point_coords": points[:, :2], "point_labels": points[:, 2].astype(np.int64)}
-
-
-def _box_prompt(args: argparse.Namespace) -> dict[str, np.ndarray]:
-    return {} if args.box is None else {"box": np.asarray(args.box, dtype=np.float64)}
-
-
-# Prompt kinds of `segment`: each turns its parsed flags into `SamPredictor.predict` arguments. A new kind is one
-# function here plus its flag in `_add_segment_parser`.
-PROMPT_KINDS: list[Callable[[argparse.Namespace], dict[str, Any]]] = [_points_prompt, _box_prompt]
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -140,21 +121,24 @@ def run_segment(args: argparse.Namespace) -> None:
     """`sam-hf segment`: masks for the point / box / text prompts on one image; writes the chosen one
     (`--mask-index`, else the highest-scoring) as a 0 / 255 PNG to `--out`, and the scores to `--json`."""
     from .predictor import SamPredictor
+    from .text_to_mask import resolve_method, segment_prompts
 
-    prompts = {key: value for kind in PROMPT_KINDS for key, value in kind(args).items()}
-    if not prompts and args.text is None:
+    if not args.point and args.box is None and args.text is None:
         raise ValueError("no prompt: give --point X,Y, --box X1,Y1,X2,Y2 and/or --text.")
     if args.text is not None and not args.text.strip():  # before loading anything
         raise ValueError(f"--text must not be empty or whitespace only, got {args.text!r}.")
     image = open_image(args.image)
     model, processor = _load_model(args)
     predictor = SamPredictor(model, processor)
-    if args.text is not None:
-        masks, scores = _segment_text(args, predictor, image, prompts)
-    else:
-        predictor.set_image(image)
-        prediction = predictor.predict(multimask_output=args.multimask, **prompts)
-        masks, scores = prediction.masks, prediction.scores
+    zero_shot = args.text is not None and resolve_method(model.config, args.text_method) == "zero-shot"
+    clip = load_clip(args.clip, args.pretrained, args.device) if zero_shot else None
+    result = segment_prompts(
+        predictor, image, args.point, args.box, args.text, args.text_method, clip, multimask=args.multimask
+    )
+    if args.text is not None and not result.found:
+        print(f"{args.text!r} not found in {args.image} ({result.method})")
+        raise SystemExit(1)
+    masks, scores = result.masks, result.scores
     index = int(np.argmax(scores)) if args.mask_index is None else args.mask_index
     if not 0 <= index < len(masks):
         raise ValueError(f"--mask-index must be in [0, {len(masks) - 1}], got {index}.")
@@ -163,22 +147,6 @@ def run_segment(args: argparse.Namespace) -> None:
     if args.json is not None:
         report = {"image": str(args.image), "mask_index": index, "scores": scores.tolist()}
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-
-
-def _segment_text(
-    args: argparse.Namespace, predictor: SamPredictor, image: PIL.Image.Image, prompts: dict[str, Any]
-) -> tuple[np.ndarray, np.ndarray]:
-    """`segment_text` with the command's flags; "not found" ends the command with status 1 and no mask."""
-    from .text_to_mask import resolve_method, segment_text
-
-    zero_shot = resolve_method(predictor.model.config, args.text_method) == "zero-shot"
-    clip = load_clip(args.clip, args.pretrained, args.device) if zero_shot else None
-    top_k = 3 if args.multimask else 1
-    result = segment_text(predictor, image, args.text, method=args.text_method, clip=clip, top_k=top_k, **prompts)
-    if not result.found:
-        print(f"{args.text!r} not found in {args.image} ({result.method})")
-        raise SystemExit(1)
-    return result.masks, result.scores
 
 
 def _generator_settings() -> list[dataclasses.Field]:

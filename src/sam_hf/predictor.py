@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -17,6 +19,7 @@ from torchvision.transforms.functional import resize, to_pil_image
 
 from .modeling import SamModel
 from .processing import SamProcessor, get_preprocess_shape
+from .processing.image_processing_sam import to_uint8_hwc
 from .processing.processing_sam import to_lists
 from .processing.tokenization import check_text
 
@@ -79,6 +82,66 @@ class Prediction(NamedTuple):
     masks: np.ndarray
     scores: np.ndarray
     low_res_logits: np.ndarray
+
+
+class CachedEmbedding(NamedTuple):
+    """`EmbeddingCache.embed`'s answer.
+
+    Args:
+        image: the embedded image.
+        key: the image's content hash (its cache key).
+        cached: whether it came from the cache (no image encoder run).
+    """
+
+    image: EmbeddedImage
+    key: str
+    cached: bool
+
+
+class EmbeddingCache:
+    """A least-recently-used cache of image embeddings keyed by the image's content (a hash of its RGB pixels), so that
+    prompting an image again, or sending it again (an app, a labelling loop), costs no image encoder.
+
+    One cache serves one model: `embed(predictor, image)` takes the predictor at each call, so the cache itself holds
+    only embeddings (cheap to copy or keep per user).
+
+    Args:
+        max_size: embeddings kept; the least recently used one goes first (vit_b: 4 MB each in float32).
+    """
+
+    def __init__(self, max_size: int = 4) -> None:
+        if not isinstance(max_size, int) or isinstance(max_size, bool) or max_size < 1:
+            raise ValueError(f"max_size must be a positive integer, got {max_size!r}.")
+        self.max_size = max_size
+        self._images: OrderedDict[str, EmbeddedImage] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._images
+
+    @staticmethod
+    def key(image: Any) -> str:
+        """The content hash of `image` (PIL, `(H, W, 3)` uint8 array, ...): equal pixels, equal key."""
+        pixels = to_uint8_hwc(image, do_convert_rgb=True)
+        return hashlib.sha256(f"{pixels.shape}".encode() + pixels.tobytes()).hexdigest()
+
+    def embed(self, predictor: SamPredictor, image: Any) -> CachedEmbedding:
+        """`predictor.embed(image)` from the cache, computed (and cached) on a miss."""
+        key = self.key(image)
+        if key in self._images:
+            self._images.move_to_end(key)
+            return CachedEmbedding(self._images[key], key, True)
+        embedded = predictor.embed(image)
+        self._images[key] = embedded
+        while len(self._images) > self.max_size:
+            self._images.popitem(last=False)
+        return CachedEmbedding(embedded, key, False)
+
+    def clear(self) -> None:
+        """Forgets every embedding."""
+        self._images.clear()
 
 
 class ResizeLongestSide:

@@ -1,6 +1,9 @@
 """Text to mask, on any SAM checkpoint: `segment_text(predictor, image, "red circle")`.
 
-Two methods, one entry point (used by the pipeline, the CLI and the Space):
+`segment_prompts` is the one prompts -> masks step of the CLI, the pipeline and the Space: a text goes to
+`segment_text` (with the points and the box), other prompts to `SamPredictor.predict`.
+
+Two text methods, one entry point:
 
 - `"learned"`: the paper's text token (section 7.5). The CLIP text embedding is a sparse prompt of a model trained
   with one (`config.text_config`, e.g. the bundled model); alone or with the user's points / box.
@@ -25,9 +28,11 @@ from .clip_scoring import ClipScorer
 from .configuration_sam import SamConfig
 from .everything import ZERO_SHOT_SETTINGS, SamAutomaticMaskGenerator
 from .geometry import mask_boxes, mask_iou
-from .predictor import EmbeddedImage, SamPredictor
+from .predictor import EmbeddedImage, Prediction, SamPredictor
 from .processing.image_processing_sam import to_uint8_hwc
+from .processing.processing_sam import to_lists
 from .processing.tokenization import check_text
+from .prompts import BACKGROUND_LABEL, FOREGROUND_LABEL
 
 METHODS = ("auto", "learned", "zero-shot")
 REFINE_MIN_IOU = 0.5  # a refined mask overlapping its proposal less than this grabbed something else
@@ -144,6 +149,78 @@ def segment_text(
         order = np.argsort(-prediction.scores, kind="stable")[:top_k]
         return _result(text, "learned", prediction.masks[order], prediction.scores[order])
     return _zero_shot(predictor, image, text, clip, prompts, top_k, refine, embedded, generator_options)
+
+
+POINTS_FORM = "[[x, y], ...] or [[x, y, label], ...] in image pixels, label 1 (foreground) or 0 (background)"
+
+
+def split_points(points: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Points as `(x, y)` or `(x, y, label)` rows (label 1 foreground, 0 background, default 1; the form of the CLI's
+    `--point` and the Space's JSON) -> `point_coords (N, 2)` float64 and `point_labels (N,)` int64, or `(None, None)`
+    for `None`. A `ValueError`/`TypeError` naming `points` otherwise."""
+    if points is None:
+        return None, None
+    rows = to_lists("points", points, 2, POINTS_FORM)
+    if any(len(row) not in (2, 3) for row in rows):
+        raise ValueError(f"points entries must have 2 or 3 values, got {[len(row) for row in rows]}: {POINTS_FORM}.")
+    coords = np.array([row[:2] for row in rows], dtype=np.float64)
+    if not np.isfinite(coords).all():
+        raise ValueError(f"points contain NaN or infinite coordinates: {POINTS_FORM}.")
+    labels = [row[2] if len(row) == 3 else FOREGROUND_LABEL for row in rows]
+    if any(label not in (FOREGROUND_LABEL, BACKGROUND_LABEL) for label in labels):
+        raise ValueError(f"point labels must be 1 (foreground) or 0 (background), got {labels}: {POINTS_FORM}.")
+    return coords, np.array(labels, dtype=np.int64)
+
+
+def segment_prompts(
+    predictor: SamPredictor,
+    image: Any,
+    points: Any = None,
+    box: Any = None,
+    text: str | None = None,
+    text_method: str = "auto",
+    clip: ClipScorer | None = None,
+    multimask: bool = True,
+    embedded: EmbeddedImage | None = None,
+) -> Prediction | TextSegmentation:
+    """Masks for any mix of points, a box and a text on one image, the one prompts -> masks step of the CLI, the
+    pipeline and the Space: with a text, `segment_text` (the points and box join it); else `predictor.predict`.
+
+    Args:
+        predictor: a `SamPredictor`.
+        image: the image (PIL, `(H, W, 3)` uint8 array, ...); zero-shot text reads its pixels.
+        points: `(x, y)` or `(x, y, label)` rows in image pixels (see `split_points`).
+        box: `(4,)` box x1, y1, x2, y2 in image pixels.
+        text: what to segment (see `segment_text`); `None` for none.
+        text_method: `"auto"`, `"learned"` or `"zero-shot"`.
+        clip: the CLIP of zero-shot text prompts.
+        multimask: three candidate masks (the best three text matches) instead of one.
+        embedded: `predictor.embed(image)` if already computed (e.g. from an `EmbeddingCache`).
+
+    Returns:
+        A `Prediction` (masks `(C, H, W)`, predicted IoU `(C,)`, low-res logits) without a text, else a
+        `TextSegmentation`.
+    """
+    if not isinstance(multimask, bool):
+        raise TypeError(f"multimask must be a bool, got {type(multimask).__name__}.")
+    point_coords, point_labels = split_points(points)
+    if point_coords is None and box is None and text is None:
+        raise ValueError("Add at least one point, a box or a text.")
+    embedded = predictor.embed(image) if embedded is None else embedded
+    if text is None:
+        return predictor.predict(point_coords, point_labels, box, multimask_output=multimask, image=embedded)
+    return segment_text(
+        predictor,
+        image,
+        text,
+        method=text_method,
+        clip=clip,
+        point_coords=point_coords,
+        point_labels=point_labels,
+        box=box,
+        top_k=3 if multimask else 1,
+        embedded=embedded,
+    )
 
 
 def _zero_shot(

@@ -101,6 +101,16 @@ def rle_areas(rles: list[dict[str, Any]]) -> list[int]:
     return [int(mask_utils.area(rle)) for rle in rles]
 
 
+def rle_to_json(rle: dict[str, Any]) -> dict[str, Any]:
+    """A pycocotools RLE -> the JSON-ready COCO RLE of `coco_rle` records: `{"size": [h, w], "counts": str}`."""
+    return {"size": list(rle["size"]), "counts": rle["counts"].decode("utf-8")}
+
+
+def coco_rle(mask: np.ndarray) -> dict[str, Any]:
+    """A `(h, w)` mask -> JSON-ready COCO RLE, the form of everything mode's `coco_rle` records."""
+    return rle_to_json(mask_utils.encode(np.asfortranarray(mask.astype(np.uint8))))
+
+
 def uncompressed_rle(mask: np.ndarray) -> dict[str, Any]:
     """The official uncompressed RLE of a `(h, w)` mask: column-major run lengths, starting with a (maybe empty) run
     of zeros. pycocotools only exposes the compressed form."""

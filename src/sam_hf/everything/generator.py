@@ -240,7 +240,7 @@ class SamAutomaticMaskGenerator:
     def _records(self, data: MaskData) -> list[dict[str, Any]]:
         output_mode = self.settings.output_mode
         if output_mode == "coco_rle":
-            segmentations = [{"size": rle["size"], "counts": rle["counts"].decode("utf-8")} for rle in data.rles]
+            segmentations = [amg.rle_to_json(rle) for rle in data.rles]
         else:
             masks = [mask_utils.decode(rle).astype(bool) for rle in data.rles]
             segmentations = masks if output_mode == "binary_mask" else [amg.uncompressed_rle(m) for m in masks]
