@@ -13,9 +13,9 @@ from .everything import EverythingSettings, SamAutomaticMaskGenerator
 from .loading import BUNDLED_CLIP_PATH, BUNDLED_MODEL_PATH, load_clip, load_sam, open_image
 from .modeling import SamImageSegmentationOutput, SamModel, SamPreTrainedModel
 from .pipelines import SamMaskGenerationPipeline, SamPromptableMaskGenerationPipeline, register_pipelines
-from .predictor import EmbeddedImage, ImageNotSetError, Prediction, ResizeLongestSide, SamPredictor
+from .predictor import EmbeddedImage, EmbeddingCache, ImageNotSetError, Prediction, ResizeLongestSide, SamPredictor
 from .processing import SamHfImageProcessor, SamHfProcessor, SamImageProcessor, SamProcessor, register_auto_classes
-from .text_to_mask import TextSegmentation, segment_text
+from .text_to_mask import TextSegmentation, segment_prompts, segment_text
 
 AutoConfig.register(SamConfig.model_type, SamConfig, exist_ok=True)
 AutoModel.register(SamConfig, SamModel, exist_ok=True)
@@ -27,6 +27,7 @@ __all__ = [
     "BUNDLED_MODEL_PATH",
     "ClipScorer",
     "EmbeddedImage",
+    "EmbeddingCache",
     "EverythingSettings",
     "ImageNotSetError",
     "Prediction",
@@ -51,5 +52,6 @@ __all__ = [
     "load_clip",
     "load_sam",
     "open_image",
+    "segment_prompts",
     "segment_text",
 ]
