@@ -20,6 +20,16 @@ NOT_A_POINT_LABEL = -1  # the official "not a point" token (also what the model 
 PAD_LABEL = -10  # ragged prompts: the point is ignored entirely, as if the prompt had fewer points
 POINT_LABELS = (FOREGROUND_LABEL, BACKGROUND_LABEL, NOT_A_POINT_LABEL, PAD_LABEL)
 
+# Documented limits (README "Limits"), read at call time: raise them by assigning the module attribute, as with PIL's
+# `Image.MAX_IMAGE_PIXELS` (`sam_hf.prompts.MAX_POINTS_PER_PROMPT = 4096`).
+# A prompt's points attend to each other in the decoder, so its decode time grows with the square of their number
+# (measured on the bundled model: 1k points 0.5 s, 16k 9 s, 32k 65 s); checked wherever prompts are checked.
+MAX_POINTS_PER_PROMPT = 1024
+# Prompts (boxes and / or point sets) decoded for one request, all images of the batch together: time and memory grow
+# linearly with them. Checked where requests enter (the processor and the predictor), not by `SamModel.forward`, whose
+# batches everything mode sizes itself (`points_per_batch`).
+MAX_PROMPTS_PER_REQUEST = 1024
+
 
 def is_tracing() -> bool:
     """Whether `torch.compile`, `torch.export` / ONNX export or `torch.jit.trace` is tracing the model. Checks that read
@@ -52,15 +62,19 @@ def check_prompts(
     input_boxes: torch.Tensor | None = None,
     input_masks: torch.Tensor | None = None,
     mask_size: int | None = None,
+    request: bool = False,
 ) -> None:
-    """Raises `ValueError`/`TypeError` naming the argument if the prompts do not follow the module's layout.
+    """Raises `ValueError`/`TypeError` naming the argument if the prompts do not follow the module's layout, or have
+    more than `MAX_POINTS_PER_PROMPT` points per prompt.
 
     `mask_size` is the expected side of `input_masks` (the model's low-resolution mask size); `None` skips that check.
+    `request`: the prompts of one user request, also held to `MAX_PROMPTS_PER_REQUEST`.
     """
     if input_points is not None:
         _check_tensor("input_points", input_points, 4, 2, "(batch_size, point_batch_size, num_points, 2)")
         if not input_points.is_floating_point():
             raise TypeError(f"input_points must be a floating point tensor, got {input_points.dtype}.")
+        _check_limit("input_points", "points per prompt", input_points.shape[2], "MAX_POINTS_PER_PROMPT")
     if input_labels is not None:
         if input_points is None:
             raise ValueError("input_labels were given without input_points.")
@@ -109,3 +123,17 @@ def check_prompts(
                 f"input_masks shape {tuple(input_masks.shape)} does not match the prompts' "
                 f"(batch_size, point_batch_size) = {tuple(sparse.shape[:2])}."
             )
+    if request:
+        for name, sparse in (("input_points", input_points), ("input_boxes", input_boxes)):
+            if sparse is not None:
+                _check_limit(name, "prompts per request", sparse.shape[0] * sparse.shape[1], "MAX_PROMPTS_PER_REQUEST")
+
+
+def _check_limit(name: str, what: str, count: int, limit_name: str) -> None:
+    """`ValueError` naming the argument, the limit and how to raise it when `count` is above the limit."""
+    limit = globals()[limit_name]  # at call time, so that assigning the module attribute raises it
+    if count > limit:
+        raise ValueError(
+            f"{name} has {count} {what}, more than the limit {limit_name}={limit}; split the request, or raise the "
+            f"limit with sam_hf.prompts.{limit_name} = ..."
+        )

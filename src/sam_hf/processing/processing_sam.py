@@ -244,7 +244,7 @@ class SamHfProcessor(ProcessorMixin):
                     for b, size in zip(box_tensor, sizes.tolist(), strict=True)
                 ]
             )
-        check_prompts(data.get("input_points"), data.get("input_labels"), data.get("input_boxes"))
+        check_prompts(data.get("input_points"), data.get("input_labels"), data.get("input_boxes"), request=True)
         if "input_labels" in data:
             data["input_labels"] = data["input_labels"].to(torch.int64)
         return data
