@@ -1,26 +1,28 @@
-"""Segment Anything Space: click, box, text and everything mode on any sam_hf model, a thin Gradio face over the
-library.
+"""Segment Anything Space: one canvas for points, boxes, text and everything mode on any sam_hf model, a thin Gradio
+face over the library.
 
     python space/app.py [--model HUB_ID_OR_DIR] [--clip CLIP [--clip-pretrained TAG]] [--device cuda] [--dtype float16]
 
-The model is `$SAM_HF_MODEL` or `--model`, else the bundled small model. Text prompts go through
-`sam_hf.text_to_mask.segment_text`: the model's learned text token when it has one, else (or on request) zero-shot
-with a CLIP that scores regions, `$SAM_HF_CLIP` or `--clip` (default: the bundled CLIP with the bundled model). Each
-session keeps its own prompts and a small LRU cache of image embeddings keyed by the image's content hash, so a click
-or a text costs no image encoder. Public endpoints (`/segment`, `/segment_everything`) take an image and plain JSON,
-so `gradio_client` drives every feature; the click handlers (`gr.SelectData`) stay private.
+The model is `$SAM_HF_MODEL` or `--model`, else the bundled small model. The server embeds each image once (the
+library's `EmbeddingCache`, one per session) and sends the embedding to the page, where the model's prompt encoder +
+mask decoder (its ONNX graph, exported once per model by `sam_hf.conversion.onnx_export.cached_decoder`) runs in
+onnxruntime-web: hover, clicks and dragged boxes make no server request. Text prompts, everything mode and browsers
+without WebAssembly go to the server (`sam_hf.segment_prompts`). Public endpoints (`/segment`,
+`/segment_everything`) take an image and plain JSON, so `gradio_client` drives every feature.
 """
 
 import argparse
+import base64
 import functools
-import hashlib
+import io
 import json
 import logging
+import math
 import os
+import shutil
 import tempfile
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,29 +32,42 @@ import gradio as gr
 import numpy as np
 import PIL.Image
 from PIL import ImageDraw
-from pycocotools import mask as mask_utils
 
+from sam_hf import EmbeddedImage, EmbeddingCache, Prediction, SamPredictor, TextSegmentation, segment_prompts
 from sam_hf.clip_scoring import ClipScorer
 from sam_hf.data import generate_scene
-from sam_hf.everything import BUNDLED_SETTINGS, OFFICIAL_SETTINGS, EverythingSettings, SamAutomaticMaskGenerator
-from sam_hf.loading import BUNDLED_CLIP_PATH, BUNDLED_MODEL_PATH, DTYPES, load_clip, load_sam
-from sam_hf.predictor import EmbeddedImage, Prediction, SamPredictor
-from sam_hf.text_to_mask import METHODS, TextSegmentation, resolve_method, segment_text
+from sam_hf.everything import (
+    BUNDLED_SETTINGS,
+    OFFICIAL_SETTINGS,
+    EverythingSettings,
+    SamAutomaticMaskGenerator,
+    coco_rle,
+    decode_segmentation,
+)
+from sam_hf.loading import BUNDLED_CLIP_PATH, BUNDLED_MODEL_PATH, DTYPES, load_clip, load_sam, open_image
+from sam_hf.text_to_mask import METHODS, resolve_method
 
 logger = logging.getLogger(__name__)
 
-MAX_DISPLAY_SIDE = 1024  # larger images are shown downscaled; clicks are mapped back to original pixels
+SPACE_DIR = Path(__file__).resolve().parent
+STATIC_DIR = SPACE_DIR / "static"  # the page's script and style
+ORT_DIR = SPACE_DIR / "node_modules" / "onnxruntime-web" / "dist"  # `npm ci --prefix space`
+ORT_MODULE = "ort.wasm.min.mjs"  # onnxruntime-web's WebAssembly build (no WebGPU / WebGL code)
+MAX_DISPLAY_SIDE = 1024  # larger images are shown downscaled; prompts and downloads stay in original pixels
 EMBEDDING_CACHE_SIZE = 4  # embeddings kept per session (vit_b: 4 MB each)
+EMBEDDING_DTYPE = "float16"  # what the page receives: half of float32's bytes (vit_b: 2 MiB instead of 4)
 EXAMPLE_SEEDS = (3, 11, 27, 42)
 EXAMPLE_SIZE = 256
-FOREGROUND, BACKGROUND, BOX = "Foreground point", "Background point", "Box (two corners)"
+# Request caps of the public API (#17 item 2): one prompt is at most this many points; more would hold the Space.
+MAX_POINTS = 64
+MAX_TEXT_CHARS = 1000
 # Everything-mode settings: the official thresholds suit real SAM checkpoints, the bundled preset the bundled model
 # (its predicted IoUs are lower); a 16x16 grid keeps the button quick.
 OFFICIAL_EVERYTHING = replace(OFFICIAL_SETTINGS, points_per_side=16)
 BUNDLED_EVERYTHING = BUNDLED_SETTINGS
-MASK_OPACITY = 0.6  # the image stays visible under a mask
+MASK_OPACITY = 0.6  # the image stays visible under a mask (API overlay)
 PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#fabed4", "#469990")
-MAX_EVERYTHING_LABELS = 256  # colour-mapped labels; more masks than this cycle through the palette anyway
+MAX_EVERYTHING_LABELS = 256  # colour-mapped labels of the API overlay; more masks cycle through the palette
 NO_CLIP = (
     "Zero-shot text prompts need a CLIP to score regions, and this Space has none: start it with --clip (an "
     "open_clip name with --clip-pretrained, hf-hub:ORG/REPO or a directory) or SAM_HF_CLIP."
@@ -68,6 +83,7 @@ class Segmenter:
     everything_defaults: EverythingSettings
     clip: ClipScorer | None = None  # scores regions for zero-shot text prompts; None: zero-shot is unavailable
     clip_name: str = ""
+    decoder: Path | None = None  # the model's ONNX decoder graph for the page; None: the page decodes on the server
 
     @classmethod
     def load(
@@ -90,7 +106,7 @@ class Segmenter:
         scorer = load_clip(clip, clip_pretrained, device) if clip is not None or bundled_clip else None
         clip_name = "bundled sam-hf-shapes-clip" if bundled_clip else " ".join(filter(None, (clip, clip_pretrained)))
         name = "bundled sam-hf-shapes" if bundled else str(model)
-        return cls(SamPredictor(sam, processor), name, defaults, scorer, clip_name)
+        return cls(SamPredictor(sam, processor), name, defaults, scorer, clip_name, browser_decoder(sam))
 
     def text_method(self, method: str) -> str:
         """The method a text prompt runs: `"auto"` is the learned token when the model has one, else zero-shot (as in
@@ -98,85 +114,60 @@ class Segmenter:
         return resolve_method(self.predictor.model.config, method)
 
 
+def browser_decoder(model: Any) -> Path | None:
+    """The model's ONNX decoder graph (exported once per model, then cached), or `None` (and a warning) when it cannot
+    be exported or onnxruntime-web is not installed: the page then decodes on the server."""
+    if not (ORT_DIR / ORT_MODULE).is_file():
+        logger.warning(
+            "onnxruntime-web is missing (%s; run `npm ci --prefix space`): prompts decode on the server", ORT_DIR
+        )
+        return None
+    try:
+        from sam_hf.conversion.onnx_export import cached_decoder
+
+        return cached_decoder(model)
+    except Exception:  # no onnx / onnxscript, or a model the exporter cannot trace: the server path still works
+        logger.exception("exporting the decoder graph failed: prompts decode on the server")
+        return None
+
+
 @dataclass(frozen=True)
 class Prompts:
-    """Every prompt on one image. A new prompt kind is one more field here and in `predict`."""
+    """Every prompt on one image, as the API takes them (original-image pixels)."""
 
-    points: tuple[tuple[float, float, int], ...] = ()  # (x, y, label) in original pixels; label 1 fg, 0 bg
-    box: tuple[float, float, float, float] | None = None  # x1, y1, x2, y2 in original pixels
+    points: tuple[tuple[float, ...], ...] = ()  # (x, y) or (x, y, label); label 1 foreground (default), 0 background
+    box: tuple[float, ...] | None = None  # x1, y1, x2, y2
     text: str | None = None  # what to segment, e.g. "red circle"; combines with the points and the box
     text_method: str = "auto"  # as `segment_text`: "auto", "learned" or "zero-shot"
 
-    def is_empty(self) -> bool:
-        return not self.points and self.box is None and self.text is None
-
     def to_json(self) -> dict[str, Any]:
         return {
-            "points": [list(point) for point in self.points],
-            "box": list(self.box) if self.box else None,
+            "points": [[*point[:2], int(point[2]) if len(point) == 3 else 1] for point in self.points],
+            "box": list(self.box) if self.box is not None else None,
             "text": self.text,
             "text_method": self.text_method,
         }
 
-    def with_text(self, text: Any, text_method: Any = None) -> "Prompts":
-        """These prompts with the text prompt `text` (a string; `None`, empty or whitespace-only removes it) and its
-        method (one of `METHODS`; `None` is `"auto"`)."""
-        if text is not None and not isinstance(text, str):
-            raise ValueError(f"text must be a string or null, got {type(text).__name__}.")
+    @classmethod
+    def from_json(cls, points: Any, box: Any, text: Any = None, text_method: Any = None) -> "Prompts":
+        """The API's JSON as the library takes it; the library checks the values (`segment_prompts`). Only what is the
+        Space's own is checked here: its caps, an empty text box (no text), and text that JSON cannot carry back."""
+        if isinstance(points, (list, tuple)) and len(points) > MAX_POINTS:
+            raise ValueError(f"points: at most {MAX_POINTS} points per prompt, got {len(points)}.")
+        if isinstance(text, str):
+            if len(text) > MAX_TEXT_CHARS:
+                raise ValueError(f"text: at most {MAX_TEXT_CHARS} characters, got {len(text)}.")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as error:
+                raise ValueError(f"text must be valid Unicode; it holds a lone surrogate at {error.start}.") from None
+            text = text.strip() or None
         text_method = "auto" if text_method is None else text_method
         if text_method not in METHODS:
             raise ValueError(f"text_method must be one of {', '.join(METHODS)}, got {text_method!r}.")
-        return replace(self, text=text.strip() if text and text.strip() else None, text_method=text_method)
-
-    @classmethod
-    def from_json(cls, points: Any, box: Any, text: Any = None, text_method: Any = None) -> "Prompts":
-        """Parses the API's JSON: points `[[x, y, label], ...]` (label 1 or 0, default 1), box `[x1, y1, x2, y2]`,
-        text and its method (see `with_text`)."""
-        parsed = []
-        for point in points or []:
-            if not isinstance(point, (list, tuple)) or len(point) not in (2, 3):
-                raise ValueError(f"each point must be [x, y] or [x, y, label], got {point!r}.")
-            label = int(point[2]) if len(point) == 3 else 1
-            if label not in (0, 1):
-                raise ValueError(f"a point label must be 1 (foreground) or 0 (background), got {point[2]!r}.")
-            parsed.append((float(point[0]), float(point[1]), label))
-        if box is not None and (not isinstance(box, (list, tuple)) or len(box) != 4):
-            raise ValueError(f"box must be [x1, y1, x2, y2], got {box!r}.")
-        prompts = cls(tuple(parsed), ordered_box(*box[:2], *box[2:]) if box is not None else None)
-        return prompts.with_text(text, text_method)
-
-
-def ordered_box(x1: float, y1: float, x2: float, y2: float) -> tuple[float, float, float, float]:
-    """A box from two opposite corners in any order."""
-    return (float(min(x1, x2)), float(min(y1, y2)), float(max(x1, x2)), float(max(y1, y2)))
-
-
-def predict(
-    segmenter: Segmenter, image: "LoadedImage", prompts: Prompts, multimask: bool = True
-) -> Prediction | TextSegmentation:
-    """Prompts -> masks: the only place this app calls the model for prompts (the decoder; `segment_text` on the
-    cached embedding when there is a text). `multimask`: three candidates (the best three text matches)."""
-    if prompts.is_empty():
-        raise ValueError("Add at least one point, a box or a text.")
-    points = np.array([p[:2] for p in prompts.points], dtype=np.float32) if prompts.points else None
-    labels = np.array([p[2] for p in prompts.points], dtype=np.int64) if prompts.points else None
-    box = np.array(prompts.box, dtype=np.float32) if prompts.box else None
-    if prompts.text is None:
-        return segmenter.predictor.predict(points, labels, box, multimask_output=multimask, image=image.embedded)
-    if segmenter.text_method(prompts.text_method) == "zero-shot" and segmenter.clip is None:
-        raise ValueError(NO_CLIP)
-    return segment_text(
-        segmenter.predictor,
-        image.pixels,
-        prompts.text,
-        method=prompts.text_method,
-        clip=segmenter.clip,
-        point_coords=points,
-        point_labels=labels,
-        box=box,
-        top_k=3 if multimask else 1,
-        embedded=image.embedded,
-    )
+        if points is None or (isinstance(points, list) and not points):
+            points = ()
+        return cls(tuple(points) if isinstance(points, list) else points, box, text, text_method)
 
 
 @dataclass
@@ -186,123 +177,106 @@ class LoadedImage:
     pixels: np.ndarray  # (H, W, 3) uint8, original
     key: str
     display: np.ndarray  # (h, w, 3) uint8, at most MAX_DISPLAY_SIDE on its longest side
-    scale: float  # original pixels per displayed pixel
     embedded: EmbeddedImage
-    display_file: str = ""  # `display` as PNG, written once: the overlay's base image without a re-encode per click
 
-    def __post_init__(self) -> None:
-        if not self.display_file:
-            path = _new_file("image.png")
-            PIL.Image.fromarray(self.display).save(path, compress_level=1)
-            self.display_file = str(path)
-
-    def to_original(self, x: float, y: float) -> tuple[float, float]:
-        """A displayed pixel (a click) -> original-image pixels."""
-        return (x + 0.5) * self.scale - 0.5, (y + 0.5) * self.scale - 0.5
+    @property
+    def scale(self) -> float:
+        """Original pixels per displayed pixel (along the width)."""
+        return self.pixels.shape[1] / self.display.shape[1]
 
     def to_display(self, x: float, y: float) -> tuple[float, float]:
-        return (x + 0.5) / self.scale - 0.5, (y + 0.5) / self.scale - 0.5
+        return (x + 0.5) / self.scale - 0.5, (y + 0.5) * self.display.shape[0] / self.pixels.shape[0] - 0.5
 
     def display_mask(self, mask: np.ndarray) -> np.ndarray:
-        """An original-size bool mask -> display-size float mask, the form `gr.AnnotatedImage` takes (its value is
-        the overlay's opacity)."""
-        if self.scale != 1:
-            height, width = self.display.shape[:2]
-            small = PIL.Image.fromarray(mask.astype(np.uint8) * 255).resize(
-                (width, height), PIL.Image.Resampling.NEAREST
-            )
-            mask = np.asarray(small) > 127
-        return mask.astype(np.float32) * MASK_OPACITY
+        """An original-size bool mask -> display-size bool mask."""
+        if mask.shape == self.display.shape[:2]:
+            return mask
+        height, width = self.display.shape[:2]
+        small = PIL.Image.fromarray(mask.astype(np.uint8) * 255).resize((width, height), PIL.Image.Resampling.NEAREST)
+        return np.asarray(small) > 127
+
+
+def display_copy(pixels: np.ndarray) -> np.ndarray:
+    """`pixels` downscaled to at most `MAX_DISPLAY_SIDE` on the longest side, at least 1 pixel a side (extreme
+    aspect ratios such as 30000 x 2 keep their short side)."""
+    height, width = pixels.shape[:2]
+    scale = max(height, width) / MAX_DISPLAY_SIDE
+    if scale <= 1:
+        return pixels
+    size = (max(1, round(width / scale)), max(1, round(height / scale)))
+    return np.asarray(PIL.Image.fromarray(pixels).resize(size, PIL.Image.Resampling.BILINEAR))
 
 
 @dataclass
 class Session:
-    """One user's state (a `gr.State`): never shared between sessions."""
+    """One user's state (a `gr.State`): never shared between sessions; its files live in its own directory, removed
+    with the session (`close`)."""
 
-    embeddings: "OrderedDict[str, EmbeddedImage]" = field(default_factory=OrderedDict)
-    embed_ms: dict[str, float] = field(default_factory=dict)  # what each embedding cost, shown beside each click
+    embeddings: EmbeddingCache = field(default_factory=lambda: EmbeddingCache(EMBEDDING_CACHE_SIZE))
+    embed_ms: dict[str, float] = field(default_factory=dict)  # what each embedding cost, shown with each result
     image: LoadedImage | None = None
-    history: list[Prompts] = field(default_factory=lambda: [Prompts()])  # history[-1] is current; undo pops
-    corner: tuple[float, float] | None = None  # first corner of a box being drawn
+    prompts: Prompts = Prompts()
     prediction: Prediction | TextSegmentation | None = None  # masks of the current prompts (none: text not found)
     selected: int = 0
-
-    @property
-    def prompts(self) -> Prompts:
-        return self.history[-1]
-
-    def clear_prompts(self) -> None:
-        self.history, self.corner, self.prediction, self.selected = [Prompts()], None, None, 0
-
-    def embed(self, segmenter: Segmenter, pixels: np.ndarray) -> tuple[EmbeddedImage, str, bool]:
-        """Embedding of `pixels` from this session's LRU cache, computed on a miss: (embedding, key, was cached)."""
-        key = hashlib.sha1(f"{pixels.shape}".encode() + pixels.tobytes()).hexdigest()
-        cached = key in self.embeddings
-        if cached:
-            self.embeddings.move_to_end(key)
-        else:
-            self.embeddings[key] = segmenter.predictor.embed(pixels)
-            while len(self.embeddings) > EMBEDDING_CACHE_SIZE:
-                evicted, _ = self.embeddings.popitem(last=False)
-                self.embed_ms.pop(evicted, None)
-        return self.embeddings[key], key, cached
+    directory: str | None = None  # this session's files (downloads), created on first use
+    sent_key: str | None = None  # the image (and embedding) the page holds
 
     def load(self, segmenter: Segmenter, path: str, timing: dict[str, Any]) -> LoadedImage:
-        """Makes the image at `path` current (prompts cleared when it is a new image), timing the embedding."""
-        with PIL.Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"))
+        """Makes the image at `path` current (read through `open_image`: EXIF rotation, 16-bit, pixel limit),
+        embedding it once per session (the LRU cache), timing the embedding."""
+        pixels = np.asarray(open_image(path))
         start = time.perf_counter()
-        embedded, key, cached = self.embed(segmenter, pixels)
+        embedded, key, cached = self.embeddings.embed(segmenter.predictor, pixels)
         timing["embed_ms"], timing["embed_cached"] = _ms(start), cached
         if not cached:
-            self.embed_ms[key] = timing["embed_ms"]
-        if self.image is not None and self.image.key == key:
-            return self.image
-        scale = max(max(pixels.shape[:2]) / MAX_DISPLAY_SIDE, 1.0)
-        display = pixels
-        if scale > 1:
-            size = (round(pixels.shape[1] / scale), round(pixels.shape[0] / scale))
-            display = np.asarray(PIL.Image.fromarray(pixels).resize(size, PIL.Image.Resampling.BILINEAR))
-            scale = pixels.shape[1] / size[0]
-        self.image = LoadedImage(pixels, key, display, scale, embedded)
-        self.clear_prompts()
+            self.embed_ms = {k: v for k, v in self.embed_ms.items() if k in self.embeddings} | {key: timing["embed_ms"]}
+        if self.image is None or self.image.key != key:
+            self.image = LoadedImage(pixels, key, display_copy(pixels), embedded)
+            self.prompts, self.prediction, self.selected = Prompts(), None, 0
         return self.image
+
+    def new_file(self, name: str) -> Path:
+        """A fresh path named `name` (the name the user downloads) in this session's directory."""
+        if self.directory is None or not Path(self.directory).is_dir():
+            root = Path(tempfile.gettempdir()) / "sam_hf_space"
+            root.mkdir(exist_ok=True)
+            self.directory = tempfile.mkdtemp(prefix="session_", dir=root)
+        folder = Path(self.directory) / uuid.uuid4().hex[:12]  # every result keeps its file name for the download
+        folder.mkdir()
+        return folder / name
+
+    def close(self) -> None:
+        """Removes this session's files (Gradio calls it when the session expires or the user leaves)."""
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
 
 
 def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 2)
 
 
-def _new_file(name: str) -> Path:
-    """A fresh path named `name` (the name the user downloads) in its own temporary directory."""
-    directory = Path(tempfile.gettempdir()) / "sam_hf_space" / uuid.uuid4().hex
-    directory.mkdir(parents=True)
-    return directory / name
+def png_data_url(array: np.ndarray, image_format: str = "PNG") -> str:
+    """An image array as a `data:` URL, the way the canvas receives pictures inside its value."""
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(array).save(buffer, format=image_format, compress_level=1)
+    return f"data:image/{image_format.lower()};base64,{base64.b64encode(buffer.getvalue()).decode()}"
 
 
-def coco_rle(mask: np.ndarray) -> dict[str, Any]:
-    """A `(h, w)` bool mask as JSON-ready COCO RLE (the form everything mode's records use)."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": list(rle["size"]), "counts": rle["counts"].decode("utf-8")}
-
-
-def draw_prompts(image: LoadedImage, prompts: Prompts, corner: tuple[float, float] | None) -> np.ndarray:
-    """The displayed image with the prompts drawn on it: green foreground and red background points, a box."""
+def draw_prompts(image: LoadedImage, prompts: Prompts) -> np.ndarray:
+    """The displayed image with the prompts drawn on it (the API's `canvas` output): green foreground and red
+    background points, a yellow box."""
     canvas = PIL.Image.fromarray(image.display)
     draw = ImageDraw.Draw(canvas)
     radius = max(3, round(max(image.display.shape[:2]) / 90))
-    if prompts.box:
+    if prompts.box is not None:
         x1, y1 = image.to_display(*prompts.box[:2])
         x2, y2 = image.to_display(*prompts.box[2:])
         draw.rectangle([x1, y1, x2, y2], outline=(255, 215, 0), width=max(2, radius // 2))
-    for x, y, label in prompts.points:
-        x, y = image.to_display(x, y)
-        color = (30, 200, 70) if label == 1 else (230, 40, 40)
+    for point in prompts.points:
+        x, y = image.to_display(*point[:2])
+        color = (230, 40, 40) if len(point) == 3 and point[2] == 0 else (30, 200, 70)
         draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=color, outline=(255, 255, 255), width=1)
-    if corner:
-        x, y = image.to_display(*corner)
-        draw.line([x - radius, y, x + radius, y], fill=(255, 215, 0), width=2)
-        draw.line([x, y - radius, x, y + radius], fill=(255, 215, 0), width=2)
     return np.asarray(canvas)
 
 
@@ -334,8 +308,6 @@ def format_timing(timing: dict[str, Any]) -> str:
     if "embed_ms" in timing:
         cached = " (cached)" if timing.get("embed_cached") else ""
         parts.append(f"image embedding {timing['embed_ms']:.1f} ms{cached}")
-    elif "image_embedding_ms" in timing:
-        parts.append(f"image embedding {timing['image_embedding_ms']:.1f} ms (once per image, not per click)")
     if "text_ms" in timing:
         parts.append(f"text prompt ({timing['text_method']}) {timing['text_ms']:.1f} ms")
     for key, name in (("decode_ms", "prompt encoder + decoder"), ("everything_ms", "everything mode")):
@@ -348,75 +320,131 @@ def format_timing(timing: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
-# Every handler returns these, in this order: canvas, overlay, candidates, download, result JSON, timing, state.
-Outputs = tuple[Any, Any, Any, Any, Any, str, Session]
-
-
-def render_prompts(session: Session, timing: dict[str, Any], start: float) -> Outputs:
-    """Outputs for the current prompts and prediction (an empty overlay when there are no prompts)."""
+def run_prompts(segmenter: Segmenter, session: Session, prompts: Prompts, multimask: bool, timing: dict) -> None:
+    """The session's image with `prompts` through `segment_prompts`: the prediction, the selected (best) candidate."""
+    if prompts.text is not None and segmenter.text_method(prompts.text_method) == "zero-shot" and not segmenter.clip:
+        raise ValueError(NO_CLIP)
+    session.prompts, session.prediction, session.selected = prompts, None, 0
+    start = time.perf_counter()
     image = session.image
-    if image is None:
-        return None, None, gr.Radio(choices=[], value=None), None, None, "", session
-    render_start = time.perf_counter()
-    if image.key in session.embed_ms:
-        timing["image_embedding_ms"] = session.embed_ms[image.key]
-    canvas = draw_prompts(image, session.prompts, session.corner)
-    prediction = session.prediction
-    text = text_summary(prediction)
-    if prediction is None or not len(prediction.masks):  # no prompts, or a text that was not found
-        result = {"mode": "prompt", "prompts": session.prompts.to_json(), "masks": []}
-        overlay, candidates, download = (image.display_file, []), gr.Radio(choices=[], value=None), None
-    else:
-        name = score_name(prediction)
-        labels = [candidate_label(i, float(s), name) for i, s in enumerate(prediction.scores)]
-        mask = prediction.masks[session.selected]
-        overlay = (image.display_file, [(image.display_mask(mask), labels[session.selected])])
-        candidates = gr.Radio(choices=labels, value=labels[session.selected])
-        path = _new_file("mask.png")
-        PIL.Image.fromarray(mask.astype(np.uint8) * 255).save(path, compress_level=1)
-        download = str(path)
-        result = {
-            "mode": "prompt",
+    session.prediction = segment_prompts(
+        segmenter.predictor,
+        image.pixels,
+        prompts.points or None,
+        prompts.box,
+        prompts.text,
+        prompts.text_method,
+        segmenter.clip,
+        multimask,
+        image.embedded,
+    )
+    if prompts.text is None:
+        timing["decode_ms"] = _ms(start)
+    else:  # the whole text step: the text token, or zero-shot's proposals + CLIP scoring + refinement
+        timing["text_ms"], timing["text_method"] = _ms(start), session.prediction.method
+    if len(session.prediction.scores):
+        session.selected = int(np.argmax(session.prediction.scores))
+
+
+def prompt_result(session: Session, timing: dict[str, Any]) -> dict[str, Any]:
+    """The result JSON of the current prompts: masks as COCO RLE with their scores, the selected one, the text's
+    answer, the timing."""
+    image, prediction = session.image, session.prediction
+    result: dict[str, Any] = {"mode": "prompt", "prompts": session.prompts.to_json(), "masks": []}
+    if prediction is not None and len(prediction.masks):
+        result |= {
             "image_size": list(image.pixels.shape[:2]),
-            "prompts": session.prompts.to_json(),
             "selected": session.selected,
-            "score": "clip_similarity" if name != "IoU" else "predicted_iou",
+            "score": "clip_similarity" if score_name(prediction) != "IoU" else "predicted_iou",
             "masks": [
-                {"score": float(score), "area": int(m.sum()), "segmentation": coco_rle(m)}
-                for m, score in zip(prediction.masks, prediction.scores, strict=True)
+                {"score": float(score), "area": int(mask.sum()), "segmentation": coco_rle(mask)}
+                for mask, score in zip(prediction.masks, prediction.scores, strict=True)
             ],
         }
-    timing["render_ms"] = _ms(render_start)
-    timing["total_ms"] = _ms(start)
-    result["timing"] = timing
-    status = format_timing(timing)
+    text = text_summary(prediction)
     if text is not None:
         result["text"] = text
-        message = text["message"] if text["found"] else f"**{text['message']}**"  # "not found" stands out
-        status = f"{message}\n\n{status}"
-    return canvas, overlay, candidates, download, result, status, session
+    result["timing"] = timing
+    return result
 
 
-def run_prompts(
-    segmenter: Segmenter, session: Session, timing: dict[str, Any], start: float, multimask: bool
-) -> Outputs:
-    """Predicts for the session's current prompts (none: clears the result) and renders."""
-    session.prediction, session.selected = None, 0
-    prompts = session.prompts
-    if session.image is not None and not prompts.is_empty():
-        decode_start = time.perf_counter()
-        session.prediction = predict(segmenter, session.image, prompts, multimask)
-        if prompts.text is None:
-            timing["decode_ms"] = _ms(decode_start)
-        else:  # the whole text step: the text token, or zero-shot's proposals + CLIP scoring + refinement
-            timing["text_ms"], timing["text_method"] = _ms(decode_start), session.prediction.method
-        if len(session.prediction.scores):
-            session.selected = int(np.argmax(session.prediction.scores))
-    return render_prompts(session, timing, start)
+def status_line(result: dict[str, Any]) -> str:
+    status = format_timing(result["timing"])
+    if "text" in result:
+        message = result["text"]["message"]
+        status = f"{message if result['text']['found'] else f'**{message}**'}\n\n{status}"
+    return status
+
+
+def canvas_value(segmenter: Segmenter, session: Session, result: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the page's canvas receives: the image and its embedding when the page does not hold them yet (once per
+    image), the decoder graph's address, and a server result to draw (text prompt, everything mode, or prompts
+    decoded on the server)."""
+    image = session.image
+    if image is None:
+        return {"image": None, "serial": uuid.uuid4().hex}
+    height, width = image.display.shape[:2]
+    value: dict[str, Any] = {
+        "image": {"key": image.key, "width": width, "height": height, "original": list(image.pixels.shape[:2])},
+        "decoder": file_url(segmenter.decoder) if segmenter.decoder else None,
+        "result": result,
+        "serial": uuid.uuid4().hex,  # every answer is new to the page, even when equal to the last one
+    }
+    if session.sent_key != image.key:
+        embedding = image.embedded.image_embeddings.detach().to("cpu").float().numpy().astype(EMBEDDING_DTYPE)
+        value["image"]["src"] = png_data_url(image.display, "JPEG" if max(height, width) > 256 else "PNG")
+        value["embedding"] = {
+            "dtype": EMBEDDING_DTYPE,
+            "shape": list(embedding.shape),
+            "data": base64.b64encode(embedding.tobytes()).decode(),
+            "input_size": list(image.embedded.reshaped_size),  # the model's frame: prompts are scaled to it
+            "model_size": segmenter.predictor.model.config.vision_config.image_size,
+        }
+        session.sent_key = image.key
+    return value
+
+
+def file_url(path: Path) -> str:
+    """The page's address of a file Gradio serves as static (`gr.set_static_paths`)."""
+    return f"gradio_api/file={path}"
+
+
+def page_result(session: Session, timing: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """A prompt result for the canvas: the masks at display size as PNG, their scores and labels."""
+    image, prediction = session.image, session.prediction
+    masks = [] if prediction is None else [image.display_mask(mask) for mask in prediction.masks]
+    scores = [] if prediction is None else [float(score) for score in prediction.scores]
+    return {
+        "kind": "prompt",
+        "masks": [png_data_url(mask.astype(np.uint8) * 255) for mask in masks],
+        "scores": scores,
+        "score_name": score_name(prediction) if prediction is not None else "IoU",
+        "selected": session.selected,
+        "text": result.get("text"),
+        "status": status_line(result),
+        "timing": timing,
+    }
+
+
+def everything_labels(records: list[dict[str, Any]], shape: tuple[int, int]) -> np.ndarray:
+    """Everything mode's masks as one label image for the canvas: pixel value = mask index + 1 (0: none) coded as
+    R + 256 G, smaller masks drawn over larger ones, so a click picks the most specific mask under it."""
+    labels = np.zeros(shape, dtype=np.int32)
+    for index in sorted(range(len(records)), key=lambda i: -records[i]["area"]):
+        mask = decode_segmentation(records[index]["segmentation"])
+        if mask.shape != shape:
+            mask = np.asarray(PIL.Image.fromarray(mask).resize(shape[::-1], PIL.Image.Resampling.NEAREST))
+        labels[mask] = index + 1
+    return np.stack([labels % 256, labels // 256 % 256, np.zeros_like(labels)], axis=-1).astype(np.uint8)
+
+
+# Every API handler returns these, in this order: canvas (image), overlay, candidates, download, result JSON, timing.
+ApiOutputs = tuple[Any, Any, Any, Any, Any, str]
 
 
 def friendly_errors(fn: Callable) -> Callable:
-    """Turns any failure into a `gr.Error` message for the user (never a traceback); unexpected ones are logged."""
+    """Turns any failure into a `gr.Error` message for the user (never a traceback, never a null error); unexpected
+    ones are logged."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -425,7 +453,7 @@ def friendly_errors(fn: Callable) -> Callable:
         except gr.Error:
             raise
         except (ValueError, TypeError) as error:  # bad input, worded by the library or by this app
-            raise gr.Error(str(error)) from error
+            raise gr.Error(str(error) or type(error).__name__) from error
         except Exception as error:
             logger.exception("request failed")
             raise gr.Error(f"The model call failed ({type(error).__name__}: {error}).") from error
@@ -460,10 +488,18 @@ def write_examples(directory: Path) -> list[str]:
     return paths
 
 
-class Handlers:
-    """The Space's event handlers, bound to one model; every one returns the same outputs (see `Outputs`).
+def _number(value: Any, name: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}.")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}.")
+    return value
 
-    `on_*` answer the page (clicks, text box, undo, reset, candidate choice) and stay private; `segment` and
+
+class Handlers:
+    """The Space's event handlers, bound to one model.
+
+    `on_*` answer the page (a new image, a server prompt, everything mode) and stay private; `segment` and
     `segment_everything` are the public API (an image and plain JSON).
     """
 
@@ -471,67 +507,85 @@ class Handlers:
         self.segmenter = segmenter
 
     @friendly_errors
-    def on_image(self, path: str | None, session: Session) -> Outputs:
-        """A new image (upload, example or clear): embeds it once (or takes it from the cache), clears prompts."""
-        start, timing = time.perf_counter(), {}
+    def on_image(self, path: str | None, session: Session) -> tuple[dict[str, Any], str, Session]:
+        """A new image (upload, example or clear): embeds it once (or takes it from the cache) and sends the image
+        and its embedding to the canvas."""
+        timing: dict[str, Any] = {}
+        start = time.perf_counter()
         if path is None:
-            session.image = None
-            session.clear_prompts()
-        else:
-            session.load(self.segmenter, path, timing)
-        return render_prompts(session, timing, start)
+            session.image, session.sent_key = None, None
+            return canvas_value(self.segmenter, session), "", session
+        session.load(self.segmenter, path, timing)
+        session.sent_key = None  # a new upload is a new page state: send the image again
+        value = canvas_value(self.segmenter, session)
+        timing["total_ms"] = _ms(start)
+        where = "in your browser" if self.segmenter.decoder else "on the server"
+        return value, f"{format_timing(timing)} · prompts decode {where}", session
 
     @friendly_errors
-    def on_click(self, mode: str, multimask: bool, session: Session, evt: gr.SelectData) -> Outputs:
-        """A click on the displayed image: a point, or a box corner (the second corner completes the box)."""
+    def on_prompt(self, multimask: bool, session: Session, evt: gr.EventData) -> tuple[dict[str, Any], str, Session]:
+        """A prompt the page sends to the server: a text (with the clicked points and box), or points and a box when
+        the browser cannot run the decoder. Event data: `points`, `box`, `text`, `text_method`."""
         start, timing = time.perf_counter(), {}
         if session.image is None:
             raise gr.Error("Upload an image or pick an example first.")
-        x, y = session.image.to_original(*evt.index)
-        if mode == BOX and session.corner is None:
-            session.corner = (x, y)
-            return render_prompts(session, timing, start)  # half a box: nothing to predict yet
-        prompts = session.prompts
-        if mode == BOX:
-            session.history.append(replace(prompts, box=ordered_box(*session.corner, x, y)))
-            session.corner = None
-        else:
-            session.history.append(replace(prompts, points=(*prompts.points, (x, y, int(mode == FOREGROUND)))))
-        return run_prompts(self.segmenter, session, timing, start, multimask)
+        data = evt._data or {}
+        prompts = Prompts.from_json(
+            data.get("points") or None, data.get("box"), data.get("text"), data.get("text_method")
+        )
+        if not prompts.points and prompts.box is None and prompts.text is None:
+            return canvas_value(self.segmenter, session, {"kind": "clear"}), "", session
+        run_prompts(self.segmenter, session, prompts, bool(data.get("multimask", multimask)), timing)
+        result = prompt_result(session, timing)
+        timing["total_ms"] = _ms(start)
+        page = page_result(session, timing, result)
+        return canvas_value(self.segmenter, session, page), page["status"], session
 
     @friendly_errors
-    def on_text(self, text: str | None, text_method: str, multimask: bool, session: Session) -> Outputs:
-        """The text box (Enter or its button): `text` becomes the text prompt, combined with the clicked points and
-        box (an empty box removes it)."""
-        start, timing = time.perf_counter(), {}
+    def on_everything(
+        self, points_per_side: float, pred_iou_thresh: float, stability_score_thresh: float, session: Session
+    ) -> tuple[dict[str, Any], str, Session]:
+        """Everything mode for the page: every mask drawn in colours on the canvas (a click selects one)."""
         if session.image is None:
             raise gr.Error("Upload an image or pick an example first.")
-        session.history.append(session.prompts.with_text(text, text_method))
-        return run_prompts(self.segmenter, session, timing, start, multimask)
-
-    @friendly_errors
-    def on_undo(self, multimask: bool, session: Session) -> Outputs:
-        """Removes the last prompt (or the pending box corner) and predicts again."""
         start, timing = time.perf_counter(), {}
-        if session.corner is not None:
-            session.corner = None
-            return render_prompts(session, timing, start)
-        if len(session.history) > 1:
-            session.history.pop()
-        return run_prompts(self.segmenter, session, timing, start, multimask)
+        records, settings = self._everything(session, points_per_side, pred_iou_thresh, stability_score_thresh, timing)
+        labels = everything_labels(records, session.image.display.shape[:2])
+        coco = {"image_size": list(session.image.pixels.shape[:2]), "settings": settings, "masks": records}
+        timing["total_ms"] = _ms(start)
+        status = format_timing(timing) + f" · {len(records)} masks"
+        result = {
+            "kind": "everything",
+            "labels": png_data_url(labels),
+            "count": len(records),
+            "scores": [round(float(r["predicted_iou"]), 4) for r in records],
+            "coco": json.dumps(coco),
+            "status": status,
+            "timing": timing,
+        }
+        return canvas_value(self.segmenter, session, result), status, session
 
-    @friendly_errors
-    def on_reset(self, session: Session) -> Outputs:
-        """Removes every prompt of the current image."""
-        session.clear_prompts()
-        return render_prompts(session, {}, time.perf_counter())
-
-    @friendly_errors
-    def on_candidate(self, index: int | None, session: Session) -> Outputs:
-        """Shows candidate mask `index` (and makes it the one to download); no model call."""
-        if session.prediction is not None and index is not None:
-            session.selected = int(index)
-        return render_prompts(session, {}, time.perf_counter())
+    def _everything(
+        self, session: Session, points_per_side: Any, pred_iou: Any, stability: Any, timing: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        settings = {
+            "points_per_side": int(_number(points_per_side, "points_per_side", 1, 64)),
+            "pred_iou_thresh": float(_number(pred_iou, "pred_iou_thresh", 0, 1)),
+            "stability_score_thresh": float(_number(stability, "stability_score_thresh", 0, 1)),
+        }
+        generator = SamAutomaticMaskGenerator(
+            self.segmenter.predictor.model,
+            processor=self.segmenter.predictor.processor,
+            settings=self.segmenter.everything_defaults,
+            output_mode="coco_rle",
+            **settings,
+        )
+        start = time.perf_counter()
+        image = session.image
+        records = generator.generate(image.pixels, image_embeddings=image.embedded.image_embeddings)
+        timing["everything_ms"] = _ms(start)
+        session.prompts, session.prediction, session.selected = Prompts(), None, 0
+        return records, settings
 
     @friendly_errors
     def segment(
@@ -543,7 +597,7 @@ class Handlers:
         text: str | None,
         text_method: str | None,
         session: Session,
-    ) -> Outputs:
+    ) -> ApiOutputs:
         """Masks for points `[[x, y, label], ...]` (label 1 foreground, 0 background), a box `[x1, y1, x2, y2]`
         (original-image pixels) and/or a text (`text_method` "auto", "learned" or "zero-shot"), in any combination:
         three candidates with their scores if `multimask`. A text that matches nothing is a message, not an error."""
@@ -551,11 +605,30 @@ class Handlers:
         if image is None:
             raise gr.Error("Send an image.")
         prompts = Prompts.from_json(points, box, text, text_method)
-        if prompts.is_empty():
+        if not prompts.points and prompts.box is None and prompts.text is None:
             raise gr.Error("Add at least one point, a box or a text.")
         session.load(self.segmenter, image, timing)
-        session.history, session.corner = [*session.history, prompts], None
-        return run_prompts(self.segmenter, session, timing, start, multimask)
+        run_prompts(self.segmenter, session, prompts, multimask, timing)
+        render_start = time.perf_counter()
+        loaded, prediction = session.image, session.prediction
+        canvas = draw_prompts(loaded, prompts)
+        overlay, candidates, download = (loaded.display, []), gr.Radio(choices=[], value=None), None
+        result = prompt_result(session, timing)
+        if prediction is not None and len(prediction.masks):
+            name = score_name(prediction)
+            labels = [candidate_label(i, float(s), name) for i, s in enumerate(prediction.scores)]
+            mask = prediction.masks[session.selected]
+            overlay = (
+                loaded.display,
+                [(loaded.display_mask(mask).astype(np.float32) * MASK_OPACITY, labels[session.selected])],
+            )
+            candidates = gr.Radio(choices=labels, value=labels[session.selected])
+            path = session.new_file("mask.png")
+            PIL.Image.fromarray(mask.astype(np.uint8) * 255).save(path, compress_level=1)
+            download = str(path)
+        timing["render_ms"] = _ms(render_start)
+        timing["total_ms"] = _ms(start)
+        return canvas, overlay, candidates, download, result, status_line(result)
 
     @friendly_errors
     def segment_everything(
@@ -565,47 +638,50 @@ class Handlers:
         pred_iou_thresh: float,
         stability_score_thresh: float,
         session: Session,
-    ) -> Outputs:
+    ) -> ApiOutputs:
         """Everything mode: a grid of `points_per_side`² point prompts, masks kept above the predicted-IoU and
         stability thresholds; returns every mask as the official records with COCO RLE segmentations."""
         start, timing = time.perf_counter(), {}
         if image is None:
             raise gr.Error("Upload an image or pick an example first.")
         loaded = session.load(self.segmenter, image, timing)
-        settings = {
-            "points_per_side": int(points_per_side),
-            "pred_iou_thresh": float(pred_iou_thresh),
-            "stability_score_thresh": float(stability_score_thresh),
-        }
-        generator = SamAutomaticMaskGenerator(
-            self.segmenter.predictor.model,
-            processor=self.segmenter.predictor.processor,
-            settings=self.segmenter.everything_defaults,
-            output_mode="coco_rle",
-            **settings,
-        )
-        run_start = time.perf_counter()
-        records = generator.generate(loaded.pixels, image_embeddings=loaded.embedded.image_embeddings)
-        timing["everything_ms"] = _ms(run_start)
+        records, settings = self._everything(session, points_per_side, pred_iou_thresh, stability_score_thresh, timing)
         render_start = time.perf_counter()
         labels = [f"mask {i + 1}" for i in range(len(records))]
-        masks = [loaded.display_mask(mask_utils.decode(r["segmentation"]).astype(bool)) for r in records]
-        download = _new_file("masks_coco_rle.json")
+        masks = [
+            loaded.display_mask(decode_segmentation(r["segmentation"])).astype(np.float32) * MASK_OPACITY
+            for r in records
+        ]
+        download = session.new_file("masks_coco_rle.json")
         download.write_text(json.dumps(records))
-        session.clear_prompts()
         timing["render_ms"] = _ms(render_start)
         timing["total_ms"] = _ms(start)
         result = {"mode": "everything", "image_size": list(loaded.pixels.shape[:2]), "settings": settings}
         result |= {"masks": records, "timing": timing}
         return (
-            draw_prompts(loaded, session.prompts, None),
-            (loaded.display_file, list(zip(masks, labels, strict=True))),
+            draw_prompts(loaded, Prompts()),
+            (loaded.display, list(zip(masks, labels, strict=True))),
             gr.Radio(choices=[], value=None),
             str(download),
             result,
             format_timing(timing) + f" · {len(records)} masks",
-            session,
         )
+
+
+def page_script() -> str:
+    """`js_on_load` of the canvas: loads space/static/canvas.js (a module) with the addresses it needs. The quoted
+    names are the canvas's events ('prompt'), which Gradio reads from this text."""
+    urls = {
+        "ort": file_url(ORT_DIR / ORT_MODULE),
+        "ortDir": file_url(ORT_DIR) + "/",
+        "style": file_url(STATIC_DIR / "canvas.css"),
+    }
+    module = file_url(STATIC_DIR / "canvas.js")
+    return (
+        f"const urls = {json.dumps(urls)}; const events = ['prompt'];\n"
+        f"import(new URL({json.dumps(module)}, document.baseURI).href)"
+        ".then((canvas) => canvas.mount({element, props, trigger, watch, urls}));"
+    )
 
 
 def build_demo(
@@ -624,75 +700,76 @@ def build_demo(
     color_map = {f"mask {i + 1}": PALETTE[i % len(PALETTE)] for i in range(MAX_EVERYTHING_LABELS)}
     defaults = segmenter.everything_defaults
     examples_dir = Path(tempfile.gettempdir()) / "sam_hf_space" / "examples"
+    static = [STATIC_DIR, ORT_DIR] + ([segmenter.decoder.parent] if segmenter.decoder else [])
+    gr.set_static_paths([str(path) for path in static])  # served as they are: never copied per request
     with gr.Blocks(title="Segment Anything (sam_hf)", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(
             f"## Segment Anything (sam_hf)\nModel: `{segmenter.name}`; zero-shot CLIP: "
-            f"`{segmenter.clip_name or 'none'}`. Upload an image or pick an example, then click on the right-hand "
-            "image: foreground or background points, or a box (two clicks on opposite corners). Or type what to "
-            "segment. Points, a box and a text combine. Or segment everything."
+            f"`{segmenter.clip_name or 'none'}`. Pick an image, then on the canvas: hover to preview, **click** for a "
+            "foreground point, **right-click** (or shift-click) for a background point, **drag** for a box. Or type "
+            "what to segment. Or segment everything and click a mask."
         )
-        state = gr.State(Session(), time_to_live=3600)  # deep-copied for each user
-        with gr.Row():
-            with gr.Column():
+        state = gr.State(Session(), time_to_live=3600, delete_callback=Session.close)  # deep-copied for each user
+        with gr.Tab("Image"), gr.Row():
+            with gr.Column(scale=1, min_width=260):
                 image_in = report_unreadable_uploads(
-                    gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"], height=320)
+                    gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"], height=180)
                 )
                 gr.Examples(write_examples(examples_dir), inputs=image_in, label="Generated scenes", elem_id="examples")
-            with gr.Column():
-                # JPEG: re-encoding the canvas per click costs ~7 ms, against ~90 (WebP) or ~240 (PNG) at 1024 px.
-                canvas = gr.Image(
-                    label="Click to prompt", interactive=False, format="jpeg", elem_id="canvas", height=320
+                multimask = gr.Checkbox(
+                    True, label="Three candidate masks (best for a single click)", elem_id="multimask"
                 )
-                mode = gr.Radio([FOREGROUND, BACKGROUND, BOX], value=FOREGROUND, label="A click adds")
-                multimask = gr.Checkbox(True, label="Three candidate masks (best for a single click)")
-                with gr.Row():
-                    text = gr.Textbox(
-                        "", label="Text prompt", placeholder="e.g. red circle, then Enter", scale=3, elem_id="text"
-                    )
-                    text_method = gr.Radio(list(METHODS), value="auto", label="Text method", scale=2)
-                text_button = gr.Button("Segment text")
-                with gr.Row():
-                    undo = gr.Button("Undo last prompt")
-                    reset = gr.Button("Reset prompts")
-        with gr.Row():
-            with gr.Column():
-                overlay = gr.AnnotatedImage(label="Masks", format="png", color_map=color_map, elem_id="overlay")
-                timing = gr.Markdown(elem_id="timing")
-            with gr.Column():
-                candidates = gr.Radio([], label="Candidate masks (predicted IoU, or CLIP similarity)", type="index")
-                download = gr.File(label="Download: selected mask (PNG) or everything-mode masks (COCO RLE JSON)")
                 with gr.Accordion("Segment everything", open=False):
                     points_per_side = gr.Slider(4, 64, defaults.points_per_side, step=1, label="Points per side")
                     pred_iou = gr.Slider(0, 1, defaults.pred_iou_thresh, step=0.01, label="Predicted IoU threshold")
                     stability = gr.Slider(
                         0, 1, defaults.stability_score_thresh, step=0.01, label="Stability score threshold"
                     )
-                    everything = gr.Button("Segment everything", variant="primary")
-                with gr.Accordion("Result as JSON", open=False):
-                    result = gr.JSON(label="Result")
-        # API-only inputs: plain JSON prompts for /segment (the page builds its prompts from clicks).
-        points_json, box_json = gr.JSON(label="points", visible=False), gr.JSON(label="box", visible=False)
-        segment_trigger = gr.Button(visible=False)
+                    everything = gr.Button("Segment everything", variant="primary", elem_id="everything")
+                timing = gr.Markdown(elem_id="timing")
+            with gr.Column(scale=3):
+                canvas = gr.HTML(
+                    canvas_value(segmenter, Session()),
+                    html_template='<div class="sam-root"></div>',
+                    js_on_load=page_script(),
+                    elem_id="canvas",
+                    apply_default_css=False,
+                )
+        # API-only components: plain JSON prompts for /segment and the outputs it has always had.
+        with gr.Group(visible=False):
+            points_json, box_json = gr.JSON(label="points"), gr.JSON(label="box")
+            text = gr.Textbox(label="text")
+            text_method = gr.Radio(list(METHODS), value="auto", label="text_method")
+            api_canvas = gr.Image(label="Prompts", format="jpeg")
+            overlay = gr.AnnotatedImage(label="Masks", format="png", color_map=color_map)
+            candidates = gr.Radio([], label="Candidate masks", type="index")
+            download = gr.File(label="Download")
+            result = gr.JSON(label="Result")
+            api_timing = gr.Markdown()
+            segment_trigger, everything_trigger = gr.Button(), gr.Button()
 
-        outputs = [canvas, overlay, candidates, download, result, timing, state]
-        private = {"outputs": outputs, "api_visibility": "private"}
-        image_in.change(handlers.on_image, [image_in, state], **private)
-        canvas.select(handlers.on_click, [mode, multimask, state], **private)
-        for trigger in (text.submit, text_button.click):
-            trigger(handlers.on_text, [text, text_method, multimask, state], **private)
-        undo.click(handlers.on_undo, [multimask, state], **private)
-        reset.click(handlers.on_reset, [state], **private)
-        candidates.input(handlers.on_candidate, [candidates, state], **private)
+        private = {"api_visibility": "private"}
+        image_in.change(handlers.on_image, [image_in, state], [canvas, timing, state], **private)
+        canvas.prompt(handlers.on_prompt, [multimask, state], [canvas, timing, state], **private)
+        everything.click(
+            handlers.on_everything,
+            [points_per_side, pred_iou, stability, state],
+            [canvas, timing, state],
+            concurrency_limit=1,
+            concurrency_id="everything",
+            **private,
+        )
+        api_outputs = [api_canvas, overlay, candidates, download, result, api_timing]
         segment_trigger.click(
             handlers.segment,
             [image_in, points_json, box_json, multimask, text, text_method, state],
-            outputs,
+            api_outputs,
             api_name="segment",
         )
-        everything.click(
+        everything_trigger.click(
             handlers.segment_everything,
             [image_in, points_per_side, pred_iou, stability, state],
-            outputs,
+            api_outputs,
             api_name="segment_everything",
             concurrency_limit=1,  # the heavy one: at most one at a time whatever the default
             concurrency_id="everything",

@@ -26,6 +26,10 @@ or `export_onnx(model, out_dir)` from Python. Needs the `onnx` extra (`pip insta
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -223,6 +227,43 @@ def export_decoder(
         {name: points if name in ("point_coords", "point_labels") else None for name in DECODER_INPUTS},
     )
     return Path(path)
+
+
+def decoder_cache_key(model: SamModel, return_single_mask: bool = False, opset: int = DEFAULT_OPSET) -> str:
+    """A hash of what the decoder graph of `model` depends on: the prompt encoder's and mask decoder's weights (and
+    the shared positional encoding), their configs, the export options and the torch version."""
+    digest = hashlib.sha256(f"{torch.__version__} {opset} {return_single_mask} {DECODER_INPUTS}".encode())
+    config = model.config
+    for part in (config.prompt_encoder_config, config.mask_decoder_config):
+        digest.update(json.dumps(part.to_dict(), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        if not name.startswith("vision_encoder."):
+            digest.update(name.encode() + tensor.detach().to("cpu", torch.float32).numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def default_cache_dir() -> Path:
+    """Where `cached_decoder` keeps graphs: `$XDG_CACHE_HOME/sam_hf/onnx` (`~/.cache/sam_hf/onnx`)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sam_hf" / "onnx"
+
+
+def cached_decoder(model: SamModel, cache_dir: str | Path | None = None, return_single_mask: bool = False) -> Path:
+    """The decoder graph of `model` (`export_decoder`), exported once per model and kept under `cache_dir` (default
+    `default_cache_dir()`) in a folder named by `decoder_cache_key`; later calls with the same weights return it.
+
+    Returns:
+        The path of the cached `mask_decoder.onnx`.
+    """
+    if not isinstance(model, SamModel):
+        raise TypeError(f"model must be a sam_hf SamModel, got {type(model).__name__}.")
+    directory = Path(cache_dir or default_cache_dir()) / decoder_cache_key(model, return_single_mask)
+    path = directory / DECODER_FILE
+    if not path.is_file():
+        directory.mkdir(parents=True, exist_ok=True)
+        partial = directory / f".{DECODER_FILE}.{os.getpid()}.{threading.get_ident()}"
+        export_decoder(model, partial, return_single_mask)
+        os.replace(partial, path)  # whole or absent: concurrent exports of one model may both write, one wins
+    return path
 
 
 def export_onnx(
