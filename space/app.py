@@ -738,7 +738,7 @@ def build_demo(
         # API-only components: plain JSON prompts for /segment and the outputs it has always had.
         with gr.Group(visible=False):
             points_json, box_json = gr.JSON(label="points"), gr.JSON(label="box")
-            text = gr.Textbox(label="text")
+            text = gr.JSON(label="text")  # JSON, not a Textbox: a number stays a number and is refused
             text_method = gr.Radio(list(METHODS), value="auto", label="text_method")
             api_canvas = gr.Image(label="Prompts", format="jpeg")
             overlay = gr.AnnotatedImage(label="Masks", format="png", color_map=color_map)

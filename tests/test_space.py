@@ -3,7 +3,10 @@ the bundled model, and its private click / undo / reset / candidate handlers cal
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 from unittest.mock import ANY
@@ -15,9 +18,10 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
+from sam_hf import text_to_mask
 from sam_hf.everything import SamAutomaticMaskGenerator, decode_segmentation
 from sam_hf.geometry import centre_point, mask_boxes
-from sam_hf.loading import BUNDLED_CLIP_PATH
+from sam_hf.loading import BUNDLED_CLIP_PATH, open_image
 from sam_hf.text_to_mask import segment_text
 from space import app
 from tests.space_testing import bundled_segmenter, iou, running_space, write_scene
@@ -161,13 +165,34 @@ def test_huge_image_is_shown_downscaled_and_answered_in_original_pixels(client: 
     [
         (None, None, None, "Add at least one point, a box or a text"),
         (None, None, " \n ", "Add at least one point, a box or a text"),  # an empty text box is no prompt
-        ([[5, 5, 7]], None, None, "label must be 1 (foreground) or 0 (background)"),
-        (None, [1, 2, 3], None, "box must be [x1, y1, x2, y2]"),
+        ([[5, 5, 7]], None, None, "labels must be 1 (foreground) or 0 (background)"),
+        (None, [1, 2, 3], None, "box entries must have 4 coordinates"),
+        # #17 item 10: the library's checks and words, never a null error.
+        (None, [5, 0, 0, 5], None, "box must be x1, y1, x2, y2 with x2 >= x1"),
+        ([[5, 5, 1.7]], None, None, "labels must be 1 (foreground) or 0 (background)"),
+        ([[5, 5, "1"]], None, None, "points must contain numbers, got str"),
+        ([[5, 5, True]], None, None, "points must contain numbers, got bool"),
+        ([[True, False]], None, None, "points must contain numbers, got bool"),
+        (None, None, 5, "text must be a string, got int"),
+        (None, None, ["red"], "text must be a string, got list"),
+        ([[1, 1, 1]] * (app.MAX_POINTS + 1), None, None, f"at most {app.MAX_POINTS} points"),
     ],
 )
 def test_bad_prompts_are_messages(client: Client, scenes: list, points, box, text, message: str) -> None:
-    with pytest.raises(AppError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+    with pytest.raises(AppError, match=re.escape(message)):
         segment(client, scenes[0][0], points, box, text=text)
+
+
+def test_unreadable_path_is_a_worded_error(scenes: list) -> None:
+    handlers = app.Handlers(bundled_segmenter())
+    with pytest.raises(gr.Error, match=re.escape("image file not found: '/no/such/image.png'")):
+        handlers.segment("/no/such/image.png", [[1, 1, 1]], None, True, None, "auto", app.Session())
+    # JSON clients cannot send NaN, Python callers can: [0, 0, NaN, 5] is refused, not read as [0, 0, 0, 5].
+    with pytest.raises(gr.Error, match="box contains NaN"):
+        handlers.segment(scenes[0][0], None, [0, 0, float("nan"), 5], True, None, "auto", app.Session())
+    # A lone surrogate (JSON's "\\ud800") would fail later, in the answer's JSON: refused with a message.
+    with pytest.raises(gr.Error, match="text must be valid Unicode"):
+        handlers.segment(scenes[0][0], None, None, True, "red \ud800", "auto", app.Session())
 
 
 @pytest.fixture(scope="module")
@@ -219,50 +244,86 @@ def test_non_image_upload_is_a_message(client: Client, tmp_path: Path) -> None:
 # The private handlers, called as the page calls them.
 
 
-def click(handlers: app.Handlers, session: app.Session, x: float, y: float, mode: str = app.FOREGROUND) -> tuple:
-    event = gr.SelectData(None, {"index": [x, y], "value": None, "selected": True})
-    return handlers.on_click(mode, True, session, event)
+def prompt(handlers: app.Handlers, session: app.Session, **data: object) -> tuple:
+    """The canvas's 'prompt' event (text prompts, and prompts when the browser cannot decode)."""
+    return handlers.on_prompt(True, session, gr.EventData(None, data))
 
 
-def test_clicks_box_undo_reset_and_candidates(tmp_path: Path) -> None:
+def test_page_gets_the_image_and_its_embedding_once(tmp_path: Path) -> None:
     handlers, session = app.Handlers(bundled_segmenter()), app.Session()
     path, _, masks = write_scene(tmp_path, SEEDS[0])
-    handlers.on_image(path, session)
+    value, status, _ = handlers.on_image(path, session)
+    model = bundled_segmenter().predictor.model.config.prompt_encoder_config
+    assert value["image"]["original"] == [128, 128] and value["image"]["src"].startswith("data:image/png")
+    embedding = value["embedding"]
+    assert embedding["shape"] == [1, model.hidden_size, model.image_embedding_size, model.image_embedding_size]
+    sent = np.frombuffer(base64.b64decode(embedding["data"]), dtype=embedding["dtype"]).reshape(embedding["shape"])
+    np.testing.assert_allclose(sent, session.image.embedded.image_embeddings.numpy(), atol=2e-3, rtol=2e-3)
+    assert value["decoder"].endswith("mask_decoder.onnx") and "in your browser" in status
+    # A server answer on the same image does not carry the image or the embedding again.
     target = largest(masks)
-    x, y = centre_point(target)
-    click(handlers, session, x, y)
-    click(handlers, session, 2, 2, app.BACKGROUND)
-    assert session.prompts.points == ((x, y, 1), (2.0, 2.0, 0))
-    box = mask_boxes(target).tolist()
-    outputs = click(handlers, session, box[2], box[3], app.BOX)  # first corner: nothing predicted yet
-    assert session.corner == (box[2], box[3]) and session.prompts.box is None and outputs[4]["masks"]
-    click(handlers, session, box[0], box[1], app.BOX)
-    assert session.prompts.box == tuple(box) and session.corner is None
-    assert iou(session.prediction.masks[session.selected], target) > BOX_FLOOR
-
-    outputs = handlers.on_candidate(2, session)
-    np.testing.assert_array_equal(np.asarray(PIL.Image.open(outputs[3])) > 127, session.prediction.masks[2])
-    handlers.on_undo(True, session)
-    assert session.prompts.box is None and len(session.prompts.points) == 2
-    click(handlers, session, box[0], box[1], app.BOX)
-    handlers.on_undo(True, session)  # a pending corner is undone first
-    assert session.corner is None and len(session.prompts.points) == 2
-    outputs = handlers.on_reset(session)
-    assert session.prompts.is_empty() and session.prediction is None and outputs[4]["masks"] == []
+    value, _, _ = prompt(handlers, session, points=[[*centre_point(target), 1]])
+    assert "embedding" not in value and "src" not in value["image"]
+    assert len(value["result"]["masks"]) == 3 and value["result"]["selected"] == session.selected
+    shown = np.asarray(PIL.Image.open(io.BytesIO(base64.b64decode(value["result"]["masks"][session.selected][22:]))))
+    np.testing.assert_array_equal(shown > 127, session.prediction.masks[session.selected])
+    assert iou(session.prediction.masks[session.selected], target) > POINT_FLOOR
 
 
-def test_click_on_downscaled_image_maps_to_original_pixels(tmp_path: Path) -> None:
+def test_everything_for_the_page_is_a_label_image_and_coco(tmp_path: Path) -> None:
     handlers, session = app.Handlers(bundled_segmenter()), app.Session()
-    path, _, _ = write_scene(tmp_path, SEEDS[1], upscale=12)  # 1536 px shown at 1024: 1.5 original px per shown px
+    path, _, _ = write_scene(tmp_path, SEEDS[0])
     handlers.on_image(path, session)
-    assert session.image.scale == pytest.approx(1.5)
-    click(handlers, session, 100, 300)
-    x, y, _ = session.prompts.points[0]
-    assert (x, y) == pytest.approx((100.5 * 1.5 - 0.5, 300.5 * 1.5 - 0.5))
+    value, status, _ = handlers.on_everything(8, 0.4, 0.6, session)
+    result = value["result"]
+    records = json.loads(result["coco"])["masks"]
+    assert result["count"] == len(records) >= 2 and f"{len(records)} masks" in status
+    rgb = np.asarray(PIL.Image.open(io.BytesIO(base64.b64decode(result["labels"][22:]))))
+    labels = rgb[..., 0].astype(int) + 256 * rgb[..., 1].astype(int)
+    smallest = min(range(len(records)), key=lambda i: records[i]["area"])  # drawn last: never covered
+    np.testing.assert_array_equal(labels == smallest + 1, decode_segmentation(records[smallest]["segmentation"]))
+
+
+def test_downscaled_display_and_extreme_aspect_ratios(tmp_path: Path) -> None:
+    handlers = app.Handlers(bundled_segmenter())
+    path, _, _ = write_scene(tmp_path, SEEDS[1], upscale=12)  # 1536 px shown at 1024
+    value, _, _ = handlers.on_image(path, session := app.Session())
+    assert (value["image"]["width"], value["image"]["height"], value["image"]["original"]) == (1024, 1024, [1536] * 2)
+    prompt(handlers, session, points=[[100, 300, 1]])
     assert session.prediction.masks.shape[1:] == (1536, 1536)
+    for height, width in ((30000, 2), (1, 65000)):  # the display copy keeps at least one pixel a side (#17 item 3)
+        file = tmp_path / f"thin_{height}x{width}.png"
+        PIL.Image.fromarray(np.full((height, width, 3), 120, np.uint8)).save(file)
+        value, _, _ = handlers.on_image(str(file), session := app.Session())
+        assert (
+            value["image"]["original"] == [height, width]
+            and min(value["image"]["width"], value["image"]["height"]) == 1
+        )
+        prompt(handlers, session, points=[[0, 0, 1]])
+        assert session.prediction.masks.shape[1:] == (height, width)
 
 
-def test_text_combines_with_clicks_on_one_embedding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_exif_rotated_upload_is_read_as_the_cli_reads_it(tmp_path: Path) -> None:
+    path, _, _ = write_scene(tmp_path, SEEDS[0])
+    rotated = tmp_path / "rotated.jpg"
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
+    PIL.Image.open(path).rotate(90, expand=True).save(rotated, exif=exif, quality=95)
+    handlers, session = app.Handlers(bundled_segmenter()), app.Session()
+    handlers.on_image(str(rotated), session)
+    np.testing.assert_array_equal(session.image.pixels, np.asarray(open_image(rotated)))
+
+
+def test_session_files_are_removed_with_the_session(client: Client, scenes: list, tmp_path: Path) -> None:
+    handlers, session = app.Handlers(bundled_segmenter()), app.Session()
+    outputs = handlers.segment(scenes[0][0], [[10, 10, 1]], None, True, None, "auto", session)
+    directory = Path(session.directory)
+    assert Path(outputs[3]).is_relative_to(directory) and Path(outputs[3]).is_file()
+    session.close()  # what Gradio's delete_callback runs when the session ends
+    assert not directory.exists()
+
+
+def test_text_combines_with_points_on_one_embedding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     segmenter = bundled_segmenter()
     embed, embedded, calls = segmenter.predictor.embed, [], []
 
@@ -275,26 +336,20 @@ def test_text_combines_with_clicks_on_one_embedding(tmp_path: Path, monkeypatch:
         return segment_text(*args, **kwargs)
 
     monkeypatch.setattr(segmenter.predictor, "embed", counted_embed)
-    monkeypatch.setattr(app, "segment_text", recorded_segment_text)
+    monkeypatch.setattr(text_to_mask, "segment_text", recorded_segment_text)
     handlers, session = app.Handlers(segmenter), app.Session()
     path, scene, _ = write_scene(tmp_path, TEXT_SEED)
     target = scene.objects[1]
     handlers.on_image(path, session)
-    handlers.on_text(f"  {target.name} ", "auto", True, session)
+    prompt(handlers, session, text=f"  {target.name} ", text_method="auto")
     assert session.prompts.text == target.name and isinstance(session.prediction, app.TextSegmentation)
-    text_alone = session.prediction.masks[session.selected]
     x, y = centre_point(target.mask)
-    click(handlers, session, x, y)  # the point joins the text, in the same library call
+    prompt(handlers, session, points=[[x, y, 1]], text=target.name)  # the point joins the text, in one library call
     assert calls[-1]["point_coords"].tolist() == [[x, y]] and calls[-1]["point_labels"].tolist() == [1]
     assert all(call["embedded"] is session.image.embedded for call in calls) and len(calls) == 2
-    assert isinstance(session.prediction, app.TextSegmentation)
     assert iou(session.prediction.masks[session.selected], target.mask) > TEXT_FLOOR
-    handlers.on_text("", "auto", True, session)  # an emptied text box removes the text: the point alone remains
-    assert session.prompts.text is None and len(session.prompts.points) == 1 and len(calls) == 2
-    assert isinstance(session.prediction, app.Prediction)
-    handlers.on_undo(True, session)
-    handlers.on_undo(True, session)  # back to the text alone
-    np.testing.assert_array_equal(session.prediction.masks[session.selected], text_alone)
+    prompt(handlers, session, points=[[x, y, 1]], text="")  # an emptied text box: the point alone
+    assert session.prompts.text is None and len(calls) == 2 and isinstance(session.prediction, app.Prediction)
     assert embedded == [(128, 128, 3)]  # the encoder ran once, for the image: never for a text
 
 
@@ -304,12 +359,12 @@ def test_zero_shot_without_clip_is_a_message(tmp_path: Path) -> None:
     session = app.Session()
     no_clip.on_image(write_scene(tmp_path, TEXT_SEED)[0], session)
     with pytest.raises(gr.Error, match=r"Zero-shot text prompts need a CLIP.*--clip"):
-        no_clip.on_text("red circle", "zero-shot", True, session)
+        prompt(no_clip, session, text="red circle", text_method="zero-shot")
     with pytest.raises(gr.Error, match="text_method must be one of auto, learned, zero-shot"):
-        no_clip.on_text("red circle", "telepathy", True, session)
+        prompt(no_clip, session, text="red circle", text_method="telepathy")
 
 
-def test_click_without_image_and_failing_model_are_messages(tmp_path: Path) -> None:
+def test_prompt_without_image_and_failing_model_are_messages(tmp_path: Path) -> None:
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 
@@ -317,11 +372,11 @@ def test_click_without_image_and_failing_model_are_messages(tmp_path: Path) -> N
     failing = app.Handlers(app.Segmenter(SimpleNamespace(predict=broken), "broken", segmenter.everything_defaults))
     session = app.Session()
     with pytest.raises(gr.Error, match="Upload an image"):
-        click(failing, session, 1, 1)
+        prompt(failing, session, points=[[1, 1, 1]])
     path, _, _ = write_scene(tmp_path, SEEDS[0])
     app.Handlers(segmenter).on_image(path, session)
     with pytest.raises(gr.Error, match=r"The model call failed \(RuntimeError: out of memory\)"):
-        click(failing, session, 1, 1)
+        prompt(failing, session, points=[[1, 1, 1]])
 
 
 def test_model_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model) -> None:
