@@ -54,12 +54,18 @@ def scene_image(seed: int, height: int, width: int) -> np.ndarray:
     return generate_scene(seed, max(height, width)).image[:height, :width]
 
 
-def perturb_(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Adds 0.02 * randn to every parameter: zero/one-initialised tables would hide key-mapping mistakes."""
+def perturb_(model: torch.nn.Module, seed: int, buffers: bool = False) -> torch.nn.Module:
+    """Adds 0.02 * randn to every parameter (and with `buffers`, every floating-point buffer but the official pixel
+    mean and std, e.g. BatchNorm running statistics): zero/one-initialised tables would hide key-mapping mistakes.
+    Ends with `eval()`, which lets modules rebuild caches of their parameters (TinyViT's attention biases)."""
     generator = torch.Generator().manual_seed(seed)
+    tensors = list(model.parameters())
+    if buffers:
+        named = model.named_buffers()
+        tensors += [b for name, b in named if b.is_floating_point() and not name.endswith(("pixel_mean", "pixel_std"))]
     with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(0.02 * torch.randn(parameter.shape, generator=generator))
+        for tensor in tensors:
+            tensor.add_(0.02 * torch.randn(tensor.shape, generator=generator))
     return model.eval()
 
 
@@ -164,3 +170,43 @@ def hub_preprocessor_config(size: int = 1024) -> dict[str, object]:
         "rescale_factor": 0.00392156862745098,
         "size": {"longest_edge": size},
     }
+
+
+def make_prompts(case: str, size: int, mask_size: int) -> dict[str, torch.Tensor | None]:
+    """Official-layout prompts (one image, `num_prompts` prompts): coords (P, N, 2), labels (P, N), boxes (P, 4),
+    masks (P, 1, mask_size, mask_size)."""
+    generator = torch.Generator().manual_seed(sum(map(ord, case)))
+    num_prompts = 16 if case.startswith("batch16") else 1
+    num_points = {"point": 1, "mask_only": 0, "box": 0, "box_mask": 0}.get(case.removeprefix("batch16_"), 2)
+    coords = labels = boxes = masks = None
+    if num_points:
+        coords = torch.rand(num_prompts, num_points, 2, generator=generator) * size
+        labels = torch.ones(num_prompts, num_points, dtype=torch.long)
+        labels[:, 1:] = torch.randint(0, 2, (num_prompts, num_points - 1), generator=generator)
+    if "box" in case:
+        corners = torch.rand(num_prompts, 2, 2, generator=generator) * size
+        boxes = torch.cat([corners.min(dim=1).values, corners.max(dim=1).values], dim=-1)
+    if "mask" in case:
+        masks = 4 * torch.randn(num_prompts, 1, mask_size, mask_size, generator=generator)
+    return {"coords": coords, "labels": labels, "boxes": boxes, "masks": masks}
+
+
+def run_sam_hf(
+    model: torch.nn.Module, embedding: torch.Tensor, prompts: dict[str, torch.Tensor | None], multimask_output: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """sam_hf's masks `(P, M, h, w)` and IoU `(P, M)` for `make_prompts` prompts on one image embedding."""
+
+    def batched(tensor):
+        return None if tensor is None else tensor[None]
+
+    masks = prompts["masks"]
+    with torch.no_grad():
+        output = model(
+            image_embeddings=embedding,
+            input_points=batched(prompts["coords"]),
+            input_labels=batched(prompts["labels"]),
+            input_boxes=batched(prompts["boxes"]),
+            input_masks=None if masks is None else masks[:, 0][None],
+            multimask_output=multimask_output,
+        )
+    return output.pred_masks[0], output.iou_scores[0]

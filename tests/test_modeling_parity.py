@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from sam_hf.prompts import PAD_LABEL
+from tests.helpers import make_prompts, run_sam_hf
 
 EMBEDDING_ATOL = 5e-5
 LOGITS_ATOL = 1e-4
@@ -33,25 +34,6 @@ def official_embedding(name: str, official) -> torch.Tensor:
     return _embeddings[name]
 
 
-def make_prompts(case: str, size: int, mask_size: int) -> dict[str, torch.Tensor | None]:
-    """Official-layout prompts (one image, `num_prompts` prompts): coords (P, N, 2), labels (P, N), boxes (P, 4),
-    masks (P, 1, mask_size, mask_size)."""
-    generator = torch.Generator().manual_seed(sum(map(ord, case)))
-    num_prompts = 16 if case.startswith("batch16") else 1
-    num_points = {"point": 1, "mask_only": 0, "box": 0, "box_mask": 0}.get(case.removeprefix("batch16_"), 2)
-    coords = labels = boxes = masks = None
-    if num_points:
-        coords = torch.rand(num_prompts, num_points, 2, generator=generator) * size
-        labels = torch.ones(num_prompts, num_points, dtype=torch.long)
-        labels[:, 1:] = torch.randint(0, 2, (num_prompts, num_points - 1), generator=generator)
-    if "box" in case:
-        corners = torch.rand(num_prompts, 2, 2, generator=generator) * size
-        boxes = torch.cat([corners.min(dim=1).values, corners.max(dim=1).values], dim=-1)
-    if "mask" in case:
-        masks = 4 * torch.randn(num_prompts, 1, mask_size, mask_size, generator=generator)
-    return {"coords": coords, "labels": labels, "boxes": boxes, "masks": masks}
-
-
 def run_official(official, embedding, prompts, multimask_output):
     points = None if prompts["coords"] is None else (prompts["coords"], prompts["labels"])
     with torch.no_grad():
@@ -63,23 +45,6 @@ def run_official(official, embedding, prompts, multimask_output):
             dense_prompt_embeddings=dense,
             multimask_output=multimask_output,
         )
-
-
-def run_sam_hf(model, embedding, prompts, multimask_output):
-    def batched(tensor):
-        return None if tensor is None else tensor[None]
-
-    masks = prompts["masks"]
-    with torch.no_grad():
-        output = model(
-            image_embeddings=embedding,
-            input_points=batched(prompts["coords"]),
-            input_labels=batched(prompts["labels"]),
-            input_boxes=batched(prompts["boxes"]),
-            input_masks=None if masks is None else masks[:, 0][None],
-            multimask_output=multimask_output,
-        )
-    return output.pred_masks[0], output.iou_scores[0]
 
 
 def test_image_embeddings_match(pair):

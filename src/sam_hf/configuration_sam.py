@@ -7,6 +7,7 @@ The sizes of the paper's three image encoders are available as presets: `SamConf
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 from transformers import PreTrainedConfig
@@ -15,6 +16,22 @@ from transformers.configuration_utils import SubConfigSpec
 # Official decoder LayerNorm epsilon (torch's nn.LayerNorm default). transformers' SAM defaults to 1e-6, which shifts
 # logits by ~3e-5; checkpoints converted from transformers' layout are official weights, so they get this value too.
 OFFICIAL_DECODER_LAYER_NORM_EPS = 1e-5
+
+# Image encoders `SamVisionConfig.backbone` selects: the paper's ViT, MobileSAM's TinyViT.
+BACKBONES = ("vit", "tiny_vit")
+# MobileSAM's TinyViT (`segment_anything_hq.build_sam_baseline.build_sam_vit_t`, the official `mobile_sam.pt`): the
+# values `None` TinyViT fields take. The last merge keeps the resolution (stride 1), so that 1024 / (4 * 2 * 2) = 64.
+MOBILE_SAM_TINY_VIT: dict[str, Any] = {
+    "embed_dims": [64, 128, 160, 320],
+    "depths": [2, 2, 6, 2],
+    "num_heads": [2, 4, 5, 10],
+    "window_sizes": [7, 7, 14, 7],
+    "merge_strides": [2, 2, 1],
+    "mbconv_expand_ratio": 4.0,
+    "local_conv_size": 3,
+}
+# The stem (two stride-2 convolutions) downsamples by this much before the first stage.
+TINY_VIT_STEM_STRIDE = 4
 
 
 class SamVisionConfig(PreTrainedConfig):
@@ -35,6 +52,18 @@ class SamVisionConfig(PreTrainedConfig):
         window_size: window of the local attention blocks (tokens are zero-padded to a multiple of it).
         global_attn_indexes: blocks that attend over the whole image instead of windows.
         num_pos_feats: half the width of the random Fourier positional encoding shared with the prompt encoder.
+        backbone: `"vit"` (the fields above) or `"tiny_vit"`, MobileSAM's TinyViT (`sam_hf.modeling.backbones`):
+            a convolutional stage of MBConv blocks, then windowed-attention stages, patch merging between stages,
+            and the same neck. With `"tiny_vit"`, `hidden_size` is the last stage's width (the neck's input),
+            `patch_size` the total downsampling (4 in the stem times the merge strides), `layer_norm_eps` the neck's;
+            the ViT-only fields (`num_hidden_layers`, `num_attention_heads`, `window_size`, `global_attn_indexes`,
+            `mlp_dim`, `qkv_bias`, `use_abs_pos`, `use_rel_pos`) are unused. TinyViT fields (`None` for the ViT;
+            with `"tiny_vit"`, `None` means MobileSAM's value):
+        embed_dims / depths: width and number of blocks of each stage (the first is the convolutional one).
+        num_heads / window_sizes: attention heads and window of each stage (the first stage's are unused).
+        merge_strides: stride of the patch merging after each stage but the last (1 or 2).
+        mbconv_expand_ratio: hidden width of the MBConv blocks, relative to the stage's.
+        local_conv_size: kernel of the depthwise convolution between attention and MLP in each attention block.
     """
 
     model_type: ClassVar[str] = "sam_hf_vision"
@@ -57,6 +86,14 @@ class SamVisionConfig(PreTrainedConfig):
     window_size: int = 14
     global_attn_indexes: list[int] | tuple[int, ...] = (2, 5, 8, 11)
     num_pos_feats: int = 128
+    backbone: str = "vit"
+    embed_dims: list[int] | None = None
+    depths: list[int] | None = None
+    num_heads: list[int] | None = None
+    window_sizes: list[int] | None = None
+    merge_strides: list[int] | None = None
+    mbconv_expand_ratio: float | None = None
+    local_conv_size: int | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
         if self.mlp_dim is None:
@@ -64,12 +101,70 @@ class SamVisionConfig(PreTrainedConfig):
         self.global_attn_indexes = list(self.global_attn_indexes)
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size}).")
-        if self.hidden_size % self.num_attention_heads:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {list(BACKBONES)}, got {self.backbone!r}.")
+        if self.backbone == "tiny_vit":
+            _check_tiny_vit(self)
+        elif given := [name for name in MOBILE_SAM_TINY_VIT if getattr(self, name) is not None]:
+            raise ValueError(f"{given} are TinyViT fields: set backbone='tiny_vit' to use them.")
+        elif self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
                 f"({self.num_attention_heads})."
             )
         super().__post_init__(**kwargs)
+
+
+def _check_tiny_vit(config: SamVisionConfig) -> None:
+    """Fills a TinyViT config's `None` fields with MobileSAM's values and checks them (`ValueError` naming the
+    field)."""
+    for name, value in MOBILE_SAM_TINY_VIT.items():
+        if getattr(config, name) is None:
+            setattr(config, name, list(value) if isinstance(value, list) else value)
+    if not isinstance(config.embed_dims, (list, tuple)) or len(config.embed_dims) < 2:
+        raise ValueError(
+            "embed_dims must be a list of at least 2 stage widths (a convolutional stage, then attention stages), "
+            f"got {config.embed_dims!r}."
+        )
+    num_stages = len(config.embed_dims)
+    expected_lengths = {"embed_dims": num_stages, "depths": num_stages, "num_heads": num_stages}
+    expected_lengths |= {"window_sizes": num_stages, "merge_strides": num_stages - 1}
+    for name, length in expected_lengths.items():
+        value = getattr(config, name)
+        if (
+            not isinstance(value, (list, tuple))
+            or len(value) != length
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+        ):
+            raise ValueError(
+                f"{name} must be a list of {length} positive ints (one per stage of embed_dims; merge_strides one per "
+                f"stage but the last), got {value!r}."
+            )
+        setattr(config, name, list(value))
+    if any(stride not in (1, 2) for stride in config.merge_strides):
+        raise ValueError(f"merge_strides must each be 1 or 2, got {config.merge_strides}.")
+    for stage in range(1, num_stages):
+        if config.embed_dims[stage] % config.num_heads[stage]:
+            raise ValueError(
+                f"embed_dims[{stage}] ({config.embed_dims[stage]}) must be divisible by num_heads[{stage}] "
+                f"({config.num_heads[stage]})."
+            )
+    if config.hidden_size != config.embed_dims[-1]:
+        raise ValueError(
+            f"hidden_size ({config.hidden_size}) must equal embed_dims[-1] ({config.embed_dims[-1]}) with backbone "
+            "'tiny_vit': it is the width of the last stage, the neck's input."
+        )
+    stride = TINY_VIT_STEM_STRIDE * math.prod(config.merge_strides)
+    if config.patch_size != stride:
+        raise ValueError(
+            f"patch_size ({config.patch_size}) must equal TinyViT's total downsampling {TINY_VIT_STEM_STRIDE} * "
+            f"prod(merge_strides) = {stride} with backbone 'tiny_vit'."
+        )
+    if not (isinstance(config.mbconv_expand_ratio, (int, float)) and config.mbconv_expand_ratio > 0):
+        raise ValueError(f"mbconv_expand_ratio must be a positive number, got {config.mbconv_expand_ratio!r}.")
+    size = config.local_conv_size
+    if not (isinstance(size, int) and not isinstance(size, bool) and size > 0 and size % 2):
+        raise ValueError(f"local_conv_size must be a positive odd int (a 'same' convolution), got {size!r}.")
 
 
 class SamPromptEncoderConfig(PreTrainedConfig):
@@ -208,6 +303,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "num_attention_heads": 16,
         "global_attn_indexes": [7, 15, 23, 31],
     },
+    # MobileSAM: TinyViT (5.7M parameters) distilled from vit_h, with SAM's own prompt encoder and decoder.
+    "mobile-sam": {"backbone": "tiny_vit", "hidden_size": MOBILE_SAM_TINY_VIT["embed_dims"][-1], **MOBILE_SAM_TINY_VIT},
 }
 
 

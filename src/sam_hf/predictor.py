@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torchvision.transforms.functional import resize, to_pil_image
 
 from .modeling import SamModel
+from .modeling.hq import official_hq_outputs
 from .processing import SamProcessor, get_preprocess_shape
 from .processing.image_processing_sam import to_uint8_hwc
 from .processing.processing_sam import to_lists
@@ -325,10 +326,11 @@ class SamPredictor:
         )
 
     def get_image_embedding(self) -> torch.Tensor:
-        """The current image's `(1, C, h, w)` embedding."""
+        """The current image's `(1, C, h, w)` embedding (for SAM-HQ without the early ViT feature that follows it in
+        `features`, as `segment_anything_hq`'s predictor keeps that apart)."""
         if not self.is_image_set:
             raise ImageNotSetError("An image must be set with .set_image(...) to generate an embedding.")
-        return self.features
+        return self.features[:, : self.model.config.prompt_encoder_config.hidden_size]
 
     def _image(self, image: EmbeddedImage | None) -> EmbeddedImage:
         image = self.image if image is None else image
@@ -345,8 +347,11 @@ class SamPredictor:
         multimask_output: bool,
         return_logits: bool,
         names: dict[str, str],
+        hq_token_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Model inputs in the input frame -> masks `(B, C, H, W)`, scores `(B, C)`, low-res logits `(B, C, h, w)`."""
+        """Model inputs in the input frame -> masks `(B, C, H, W)`, scores `(B, C)`, low-res logits `(B, C, h, w)`.
+        SAM-HQ gives one mask per prompt, as `segment_anything_hq`'s predictor: with `multimask_output`, the best SAM
+        candidate (plus the HQ mask), which is the first of the model's IoU-sorted ones."""
         inputs = {
             key: value.to(self.model.device, self.model.dtype if value.is_floating_point() else value.dtype)
             for key, value in inputs.items()
@@ -356,11 +361,18 @@ class SamPredictor:
             check_prompts(
                 inputs.get("input_points"), inputs.get("input_labels"), inputs.get("input_boxes"), request=True
             )
-            outputs = self.model(image_embeddings=image.image_embeddings, multimask_output=multimask_output, **inputs)
+            outputs = self.model(
+                image_embeddings=image.image_embeddings,
+                multimask_output=multimask_output,
+                hq_token_only=hq_token_only,
+                **inputs,
+            )
+        config = self.model.config.mask_decoder_config
+        pred_masks, iou_scores = official_hq_outputs(config, outputs.pred_masks, outputs.iou_scores)
         masks = self.processor.post_process_masks(
-            outputs.pred_masks.float(), [image.original_size], [image.reshaped_size], binarize=not return_logits
+            pred_masks.float(), [image.original_size], [image.reshaped_size], binarize=not return_logits
         )[0]
-        return masks, outputs.iou_scores[0], outputs.pred_masks[0]
+        return masks, iou_scores[0], pred_masks[0]
 
     @torch.no_grad()
     def predict(
@@ -373,6 +385,7 @@ class SamPredictor:
         return_logits: bool = False,
         image: EmbeddedImage | None = None,
         text: str | None = None,
+        hq_token_only: bool = False,
     ) -> Prediction:
         """Masks for one prompt, in original-image pixels.
 
@@ -386,6 +399,8 @@ class SamPredictor:
             image: the embedded image to prompt; the one of `set_image` if omitted.
             text: a text prompt, for models with a trained text token (`config.text_config`); see `segment_text` for
                 text on any model.
+            hq_token_only: SAM-HQ models: the HQ token's mask alone instead of its sum with SAM's (as
+                `segment_anything_hq`'s `predict`). SAM-HQ returns one mask (`C` = 1) either way.
 
         Returns:
             `Prediction(masks, scores, low_res_logits)`, numpy arrays of shapes `(C, H, W)`, `(C,)`, `(C, 256, 256)`.
@@ -422,7 +437,9 @@ class SamPredictor:
             if mask_input.is_complex():
                 raise TypeError(f"mask_input must be real low-resolution logits, got dtype {mask_input.dtype}.")
             inputs["input_masks"] = mask_input[None]
-        masks, scores, low_res = self._decode(image, dict(inputs), multimask_output, return_logits, _PREDICT_NAMES)
+        masks, scores, low_res = self._decode(
+            image, dict(inputs), multimask_output, return_logits, _PREDICT_NAMES, hq_token_only
+        )
         return Prediction(masks[0].cpu().numpy(), scores[0].float().cpu().numpy(), low_res[0].float().cpu().numpy())
 
     @torch.no_grad()
@@ -434,6 +451,7 @@ class SamPredictor:
         mask_input: torch.Tensor | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
+        hq_token_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Masks for B prompts at once, given in the model's input frame (`predictor.transform.apply_coords_torch` /
         `apply_boxes_torch` of original-image pixels), as the official `predict_torch`.
@@ -445,6 +463,7 @@ class SamPredictor:
             mask_input: `(B, 1, 256, 256)` (or `(1, 1, 256, 256)`, shared) low-resolution logits.
             multimask_output: three candidate masks per prompt instead of one.
             return_logits: return upscaled logits instead of bool masks.
+            hq_token_only: as in `predict` (SAM-HQ models).
 
         Returns:
             torch tensors on the model's device: masks `(B, C, H, W)` in original-image pixels, predicted IoU `(B, C)`
@@ -470,4 +489,4 @@ class SamPredictor:
             if mask_input.shape[1] != 1:
                 raise ValueError(f"mask_input must have shape (B, 1, 256, 256), got {tuple(mask_input.shape)}.")
             inputs["input_masks"] = mask_input[:, 0][None]
-        return self._decode(image, inputs, multimask_output, return_logits, _PREDICT_TORCH_NAMES)
+        return self._decode(image, inputs, multimask_output, return_logits, _PREDICT_TORCH_NAMES, hq_token_only)

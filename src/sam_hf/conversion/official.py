@@ -6,16 +6,18 @@ Pickled checkpoints are read with `torch.load(..., weights_only=True)`: tensors 
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
 
-from ..configuration_sam import PRESETS, SamConfig
+from ..configuration_sam import MOBILE_SAM_TINY_VIT, PRESETS, TINY_VIT_STEM_STRIDE, SamConfig
 from ..modeling import SamModel
 from ..processing import SamProcessor
 
@@ -52,18 +54,35 @@ KEY_RULES: list[tuple[str, str]] = [
 DROPPED_KEYS = {"pixel_mean", "pixel_std"}  # the processor normalises
 # A key every official SAM checkpoint has, and no transformers-layout one.
 OFFICIAL_MARKER_KEY = "image_encoder.patch_embed.proj.weight"
+# MobileSAM (`mobile_sam.pt`): TinyViT's first stem convolution, instead of the ViT's patch embedding.
+TINY_VIT_MARKER_KEY = "image_encoder.patch_embed.seq.0.c.weight"
+# TinyViT's image-encoder names, applied before `KEY_RULES` (whose `.norm`, `.blocks.` and neck rules then apply).
+TINY_VIT_KEY_RULES: list[tuple[str, str]] = [
+    (r"^image_encoder\.layers\.", "image_encoder.stages."),
+    (r"patch_embed\.seq\.0\.", "patch_embed.conv1."),
+    (r"patch_embed\.seq\.2\.", "patch_embed.conv2."),
+    (r"\.c\.", ".conv."),
+    (r"\.bn\.", ".batch_norm."),
+]
+# TinyViT's ImageNet classifier, left over from its pretraining: MobileSAM never runs it.
+TINY_VIT_DROPPED_KEYS = {
+    f"image_encoder.{name}.{kind}" for name in ("norm_head", "head") for kind in ("weight", "bias")
+}
 
 
-def convert_key(key: str) -> str:
-    """One official parameter name -> its sam_hf (= transformers) name."""
-    for pattern, replacement in KEY_RULES:
+def convert_key(key: str, tiny_vit: bool = False) -> str:
+    """One official parameter name -> its sam_hf (= transformers) name; `tiny_vit` for MobileSAM's checkpoint."""
+    rules = (TINY_VIT_KEY_RULES if tiny_vit and key.startswith("image_encoder.") else []) + KEY_RULES
+    for pattern, replacement in rules:
         key = re.sub(pattern, replacement, key)
     return key
 
 
 def convert_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Official SAM state dict -> sam_hf (= transformers) state dict."""
-    converted = {convert_key(key): value for key, value in state_dict.items() if key not in DROPPED_KEYS}
+    """Official SAM (or MobileSAM) state dict -> sam_hf (= transformers) state dict."""
+    tiny_vit = TINY_VIT_MARKER_KEY in state_dict
+    dropped = DROPPED_KEYS | (TINY_VIT_DROPPED_KEYS if tiny_vit else set())
+    converted = {convert_key(key, tiny_vit): value for key, value in state_dict.items() if key not in dropped}
     gaussian = "prompt_encoder.shared_embedding.positional_embedding"
     if gaussian in converted:  # tied: the decoder's image-grid encoding uses the same matrix
         converted["shared_image_embedding.positional_embedding"] = converted[gaussian]
@@ -77,37 +96,81 @@ def _count(state_dict: Mapping[str, torch.Tensor], prefix: str) -> int:
     return max(indexes) + 1 if indexes else 0
 
 
+def _vit_config(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The `SamVisionConfig` fields of an official SAM ViT, read off its shapes."""
+    hidden, channels, patch, _ = state_dict[OFFICIAL_MARKER_KEY].shape
+    depth = _count(state_dict, "image_encoder.blocks")
+    # Relative position tables are (2 * side - 1, head_dim): side is the window, or the whole grid if global.
+    tables = [state_dict[f"image_encoder.blocks.{i}.attn.rel_pos_h"].shape for i in range(depth)]
+    pos_embed = state_dict.get("image_encoder.pos_embed")
+    grid = pos_embed.shape[1] if pos_embed is not None else 1024 // patch
+    global_blocks = [i for i, (rows, _) in enumerate(tables) if rows == 2 * grid - 1]
+    window = next(((rows + 1) // 2 for rows, _ in tables if rows != 2 * grid - 1), grid)
+    return {
+        "hidden_size": hidden,
+        "num_channels": channels,
+        "patch_size": patch,
+        "image_size": grid * patch,
+        "num_hidden_layers": depth,
+        "num_attention_heads": hidden // tables[0][1],
+        "window_size": window,
+        "global_attn_indexes": global_blocks,
+        "mlp_dim": state_dict["image_encoder.blocks.0.mlp.lin1.weight"].shape[0],
+        "output_channels": state_dict["image_encoder.neck.0.weight"].shape[0],
+        "num_pos_feats": state_dict["prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"].shape[1],
+        "use_abs_pos": pos_embed is not None,
+    }
+
+
+def _tiny_vit_config(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The `SamVisionConfig` fields of MobileSAM's TinyViT, read off its shapes. The merge strides and the input size
+    are not in them: MobileSAM's are assumed (the official builder's), and its values for the first (convolutional)
+    stage's unused heads and window."""
+    stages = "image_encoder.layers"
+    num_stages = _count(state_dict, stages)
+    mbconv = state_dict[f"{stages}.0.blocks.0.conv1.c.weight"].shape  # (hidden, width, 1, 1)
+    attention_stages = range(1, num_stages)
+    biases = [state_dict[f"{stages}.{i}.blocks.0.attn.attention_biases"].shape for i in attention_stages]
+    embed_dims = [mbconv[1]] + [
+        state_dict[f"{stages}.{i}.blocks.0.attn.proj.weight"].shape[0] for i in attention_stages
+    ]
+    merge_strides = MOBILE_SAM_TINY_VIT["merge_strides"]
+    patch = TINY_VIT_STEM_STRIDE * math.prod(merge_strides)
+    return {
+        "backbone": "tiny_vit",
+        "hidden_size": embed_dims[-1],
+        "num_channels": state_dict[TINY_VIT_MARKER_KEY].shape[1],
+        "patch_size": patch,
+        "image_size": 1024,  # the official builder's input size
+        "embed_dims": embed_dims,
+        "depths": [_count(state_dict, f"{stages}.{i}.blocks") for i in range(num_stages)],
+        "num_heads": MOBILE_SAM_TINY_VIT["num_heads"][:1] + [heads for heads, _ in biases],
+        "window_sizes": MOBILE_SAM_TINY_VIT["window_sizes"][:1] + [math.isqrt(offsets) for _, offsets in biases],
+        "merge_strides": merge_strides,
+        "mlp_ratio": state_dict[f"{stages}.1.blocks.0.mlp.fc1.weight"].shape[0] / embed_dims[1],
+        "mbconv_expand_ratio": mbconv[0] / mbconv[1],
+        "local_conv_size": state_dict[f"{stages}.1.blocks.0.local_conv.c.weight"].shape[-1],
+        "output_channels": state_dict["image_encoder.neck.0.weight"].shape[0],
+        "num_pos_feats": state_dict["prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"].shape[1],
+    }
+
+
 def config_from_official(state_dict: Mapping[str, torch.Tensor]) -> SamConfig:
     """The `SamConfig` of an official state dict, read off its tensor shapes (vit_b/l/h give their presets; smaller
     or retrained official-architecture models work too). The decoder's head count is not in the shapes: the
-    official 8 is assumed. Raises `ValueError` when the state dict is not an official SAM one."""
-    if OFFICIAL_MARKER_KEY not in state_dict:
-        raise ValueError(f"Not an official SAM checkpoint: no {OFFICIAL_MARKER_KEY}.")
+    official 8 is assumed. MobileSAM's `mobile_sam.pt` (TinyViT) gives the `"mobile-sam"` preset. Raises
+    `ValueError` when the state dict is not an official SAM one."""
+    tiny_vit = TINY_VIT_MARKER_KEY in state_dict
+    if OFFICIAL_MARKER_KEY not in state_dict and not tiny_vit:
+        raise ValueError(
+            f"Not an official SAM checkpoint: no {OFFICIAL_MARKER_KEY} (SAM's ViT) or {TINY_VIT_MARKER_KEY} "
+            "(MobileSAM's TinyViT)."
+        )
     try:
-        hidden, channels, patch, _ = state_dict[OFFICIAL_MARKER_KEY].shape
-        depth = _count(state_dict, "image_encoder.blocks")
-        # Relative position tables are (2 * side - 1, head_dim): side is the window, or the whole grid if global.
-        tables = [state_dict[f"image_encoder.blocks.{i}.attn.rel_pos_h"].shape for i in range(depth)]
-        pos_embed = state_dict.get("image_encoder.pos_embed")
-        grid = pos_embed.shape[1] if pos_embed is not None else 1024 // patch
-        global_blocks = [i for i, (rows, _) in enumerate(tables) if rows == 2 * grid - 1]
-        window = next(((rows + 1) // 2 for rows, _ in tables if rows != 2 * grid - 1), grid)
+        vision = _tiny_vit_config(state_dict) if tiny_vit else _vit_config(state_dict)
+        grid, patch = vision["image_size"] // vision["patch_size"], vision["patch_size"]
         token_to_image = "mask_decoder.transformer.layers.0.cross_attn_token_to_image.q_proj.weight"
         decoder_hidden = state_dict["mask_decoder.iou_token.weight"].shape[1]
-        vision = {
-            "hidden_size": hidden,
-            "num_channels": channels,
-            "patch_size": patch,
-            "image_size": grid * patch,
-            "num_hidden_layers": depth,
-            "num_attention_heads": hidden // tables[0][1],
-            "window_size": window,
-            "global_attn_indexes": global_blocks,
-            "mlp_dim": state_dict["image_encoder.blocks.0.mlp.lin1.weight"].shape[0],
-            "output_channels": state_dict["image_encoder.neck.0.weight"].shape[0],
-            "num_pos_feats": state_dict["prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"].shape[1],
-            "use_abs_pos": pos_embed is not None,
-        }
         prompt = {
             "hidden_size": decoder_hidden,
             "image_size": grid * patch,
@@ -130,7 +193,7 @@ def config_from_official(state_dict: Mapping[str, torch.Tensor]) -> SamConfig:
 
 
 def detect_model_size(state_dict: Mapping[str, torch.Tensor]) -> str | None:
-    """`"vit_b"`, `"vit_l"` or `"vit_h"` when the official state dict has that size, else `None`."""
+    """The preset (`"vit_b"`, `"vit_l"`, `"vit_h"`, `"mobile-sam"`) the official state dict has, else `None`."""
     config = config_from_official(state_dict).to_dict()
     return next((name for name in PRESETS if SamConfig.from_preset(name).to_dict() == config), None)
 

@@ -14,12 +14,15 @@ from transformers.utils import ModelOutput
 
 from ..configuration_sam import SamConfig
 from ..prompts import check_prompts, values_readable
+from .backbones import TinyViTVisionEncoder
 from .image_encoder import SamVisionAttention, SamVisionEncoder
 from .loss import sam_loss
 from .mask_decoder import SamMaskDecoder
 from .prompt_encoder import SamPositionalEmbedding, SamPromptEncoder
 from .text_encoder import SamTextEncoder
 
+# The image encoder of each `SamVisionConfig.backbone`.
+VISION_ENCODERS: dict[str, type[nn.Module]] = {"vit": SamVisionEncoder, "tiny_vit": TinyViTVisionEncoder}
 # Keys of `SamProcessor` outputs that are for post-processing only.
 PROCESSOR_ONLY_KEYS = {"original_sizes", "reshaped_input_sizes"}
 
@@ -62,7 +65,7 @@ class SamPreTrainedModel(PreTrainedModel):
     base_model_prefix = "sam"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
-    _no_split_modules: ClassVar[list[str]] = ["SamVisionLayer"]
+    _no_split_modules: ClassVar[list[str]] = ["SamVisionLayer", "TinyViTLayer"]
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     accepts_loss_kwargs = False  # the loss is a per-prompt mean: Trainer must not pass `num_items_in_batch`
@@ -131,7 +134,7 @@ class SamModel(SamPreTrainedModel):
         for sub_config in (config.vision_config, config.mask_decoder_config):
             sub_config._attn_implementation = config._attn_implementation
         self.shared_image_embedding = SamPositionalEmbedding(config.vision_config.num_pos_feats)
-        self.vision_encoder = SamVisionEncoder(config.vision_config)
+        self.vision_encoder = VISION_ENCODERS[config.vision_config.backbone](config.vision_config)
         text = config.text_config
         self.prompt_encoder = SamPromptEncoder(
             config.prompt_encoder_config, self.shared_image_embedding, text.embed_dim if text else None
