@@ -214,6 +214,10 @@ class SamMaskDecoderConfig(PreTrainedConfig):
         num_multimask_outputs: masks returned with `multimask_output=True` (plus one single-mask token).
         iou_head_depth / iou_head_hidden_dim: MLP predicting each mask's IoU.
         layer_norm_eps: epsilon of the transformer LayerNorms; 1e-5 in the official model.
+        hq_token: SAM-HQ's decoder: an extra HQ output token and its MLP, whose mask is computed on the upscaled image
+            tokens fused with an early ViT feature (the output of the first global-attention block) and the image
+            embedding (transformers' `SamHQMaskDecoder`).
+        vit_dim: channels of that early feature (the ViT width); required with `hq_token`.
     """
 
     model_type: ClassVar[str] = "sam_hf_mask_decoder"
@@ -229,6 +233,21 @@ class SamMaskDecoderConfig(PreTrainedConfig):
     iou_head_depth: int = 3
     iou_head_hidden_dim: int = 256
     layer_norm_eps: float = OFFICIAL_DECODER_LAYER_NORM_EPS
+    hq_token: bool = False
+    vit_dim: int | None = None
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        if not isinstance(self.hq_token, bool):
+            raise ValueError(f"hq_token must be a bool, got {self.hq_token!r}.")
+        if self.hq_token and (not isinstance(self.vit_dim, int) or isinstance(self.vit_dim, bool) or self.vit_dim < 1):
+            raise ValueError(
+                f"vit_dim must be a positive int (the ViT width) when hq_token is set, got {self.vit_dim!r}."
+            )
+        if not self.hq_token and self.vit_dim is not None:
+            raise ValueError(
+                f"vit_dim ({self.vit_dim}) is only used by the SAM-HQ decoder: set hq_token=True or drop it."
+            )
+        super().__post_init__(**kwargs)
 
 
 class SamTextConfig(PreTrainedConfig):
@@ -308,6 +327,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# SAM-HQ (`segment_anything_hq.sam_model_registry`, transformers' `syscv-community/sam-hq-vit-*`): the ViT size of
+# that preset with the HQ decoder fusing its first global-attention block's output.
+HQ_PRESETS: dict[str, str] = {"sam-hq-vit-b": "vit_b", "sam-hq-vit-l": "vit_l", "sam-hq-vit-h": "vit_h"}
+
+
 class SamConfig(PreTrainedConfig):
     r"""Configuration of [`SamModel`].
 
@@ -362,12 +386,28 @@ class SamConfig(PreTrainedConfig):
                 f"prompt_encoder_config.hidden_size ({prompt.hidden_size}): the positional encoding is added to the "
                 "prompt tokens."
             )
+        decoder = self.mask_decoder_config
+        if decoder.hq_token and not vision.global_attn_indexes:
+            raise ValueError(
+                "mask_decoder_config.hq_token needs a ViT with global attention: its first global block's "
+                "output is the early feature SAM-HQ fuses; vision_config.global_attn_indexes is empty."
+            )
+        if decoder.hq_token and decoder.vit_dim != vision.hidden_size:
+            raise ValueError(
+                f"mask_decoder_config.vit_dim ({decoder.vit_dim}) must equal vision_config.hidden_size "
+                f"({vision.hidden_size}): it is the width of the ViT feature SAM-HQ fuses."
+            )
 
     @classmethod
     def from_preset(cls, name: str, **kwargs: Any) -> SamConfig:
-        """Config of an official model size: `"vit_b"`, `"vit_l"` or `"vit_h"`."""
+        """Config of an official model size: `"vit_b"`, `"vit_l"` or `"vit_h"`, or SAM-HQ's `"sam-hq-vit-b"`,
+        `"sam-hq-vit-l"`, `"sam-hq-vit-h"`."""
+        if name in HQ_PRESETS:
+            vision = PRESETS[HQ_PRESETS[name]]
+            decoder = {"hq_token": True, "vit_dim": vision["hidden_size"]}
+            return cls(vision_config=dict(vision), mask_decoder_config=decoder, **kwargs)
         if name not in PRESETS:
-            raise ValueError(f"Unknown preset {name!r}; expected one of {sorted(PRESETS)}.")
+            raise ValueError(f"Unknown preset {name!r}; expected one of {sorted(PRESETS) + sorted(HQ_PRESETS)}.")
         return cls(vision_config=dict(PRESETS[name]), **kwargs)
 
     @classmethod
@@ -376,30 +416,37 @@ class SamConfig(PreTrainedConfig):
         configs of other model types are refused."""
         config_dict, kwargs = super().get_config_dict(*args, **kwargs)
         model_type = config_dict.get("model_type", cls.model_type)
-        if model_type == TRANSFORMERS_MODEL_TYPE:
+        if model_type in (TRANSFORMERS_MODEL_TYPE, TRANSFORMERS_HQ_MODEL_TYPE):
             config_dict = _from_transformers_layout(config_dict)
         elif model_type != cls.model_type:
             # Other families (sam_hq, sam2, ...) have other sub-config fields and weights: refuse them by name rather
             # than fail later on a field that sam_hf derives (e.g. `image_embedding_size`).
             raise ValueError(
                 f"sam_hf cannot load a config of model_type {model_type!r}: supported are {cls.model_type!r} "
-                f"(sam_hf's own checkpoints) and {TRANSFORMERS_MODEL_TYPE!r} (transformers' SamModel, e.g. the "
-                "facebook/sam-vit-* and SlimSAM checkpoints)."
+                f"(sam_hf's own checkpoints), {TRANSFORMERS_MODEL_TYPE!r} (transformers' SamModel, e.g. the "
+                f"facebook/sam-vit-* and SlimSAM checkpoints) and {TRANSFORMERS_HQ_MODEL_TYPE!r} (transformers' "
+                "SamHQModel, syscv-community/sam-hq-vit-*)."
             )
         return config_dict, kwargs
 
 
 # `model_type` of transformers' SAM (`facebook/sam-vit-*`), whose configs sam_hf translates on load.
 TRANSFORMERS_MODEL_TYPE = "sam"
+# `model_type` of transformers' SamHQModel (`syscv-community/sam-hq-vit-*`): the same layout plus the HQ decoder.
+TRANSFORMERS_HQ_MODEL_TYPE = "sam_hq"
 # Keys of transformers' SAM configs that sam_hf derives instead of storing.
 _DERIVED_KEYS = {"model_type", "image_embedding_size", "scale"}
 
 
 def _from_transformers_layout(config_dict: dict[str, Any]) -> dict[str, Any]:
-    """Reads a transformers SAM config (`model_type: "sam"`, the `facebook/sam-vit-*` files) as a sam_hf one."""
+    """Reads a transformers SAM config (`model_type: "sam"`, the `facebook/sam-vit-*` files, or `"sam_hq"`, the
+    `syscv-community/sam-hq-vit-*` files) as a sam_hf one."""
     translated = {key: value for key, value in config_dict.items() if key != "model_type"}
     for key in ("vision_config", "prompt_encoder_config", "mask_decoder_config"):
         translated[key] = {k: v for k, v in (config_dict.get(key) or {}).items() if k not in _DERIVED_KEYS}
     translated["mask_decoder_config"]["layer_norm_eps"] = OFFICIAL_DECODER_LAYER_NORM_EPS
+    if config_dict.get("model_type") == TRANSFORMERS_HQ_MODEL_TYPE:  # SamHQMaskDecoderConfig's vit_dim defaults to 768
+        translated["mask_decoder_config"]["hq_token"] = True
+        translated["mask_decoder_config"].setdefault("vit_dim", 768)
     translated["model_type"] = SamConfig.model_type
     return translated

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from ..configuration_sam import MOBILE_SAM_TINY_VIT, PRESETS, TINY_VIT_STEM_STRIDE, SamConfig
+from ..configuration_sam import HQ_PRESETS, MOBILE_SAM_TINY_VIT, PRESETS, TINY_VIT_STEM_STRIDE, SamConfig
 from ..modeling import SamModel
 from ..processing import SamProcessor
 
@@ -32,6 +32,20 @@ KEY_RULES: list[tuple[str, str]] = [
     (r"output_hypernetworks_mlps\.(\d+)\.layers\.0\.", r"output_hypernetworks_mlps.\1.proj_in."),
     (r"output_hypernetworks_mlps\.(\d+)\.layers\.1\.", r"output_hypernetworks_mlps.\1.layers.0."),
     (r"output_hypernetworks_mlps\.(\d+)\.layers\.2\.", r"output_hypernetworks_mlps.\1.proj_out."),
+    # SAM-HQ's decoder (`sam_hq_vit_*.pth`) -> transformers' SamHQModel names.
+    (r"mask_decoder\.hf_token\.", "mask_decoder.hq_token."),
+    (r"mask_decoder\.hf_mlp\.layers\.0\.", "mask_decoder.hq_mask_mlp.proj_in."),
+    (r"mask_decoder\.hf_mlp\.layers\.1\.", "mask_decoder.hq_mask_mlp.layers.0."),
+    (r"mask_decoder\.hf_mlp\.layers\.2\.", "mask_decoder.hq_mask_mlp.proj_out."),
+    (r"mask_decoder\.compress_vit_feat\.0\.", "mask_decoder.compress_vit_conv1."),
+    (r"mask_decoder\.compress_vit_feat\.1\.", "mask_decoder.compress_vit_norm."),
+    (r"mask_decoder\.compress_vit_feat\.3\.", "mask_decoder.compress_vit_conv2."),
+    (r"mask_decoder\.embedding_encoder\.0\.", "mask_decoder.encoder_conv1."),
+    (r"mask_decoder\.embedding_encoder\.1\.", "mask_decoder.encoder_norm."),
+    (r"mask_decoder\.embedding_encoder\.3\.", "mask_decoder.encoder_conv2."),
+    (r"mask_decoder\.embedding_maskfeature\.0\.", "mask_decoder.mask_conv1."),
+    (r"mask_decoder\.embedding_maskfeature\.1\.", "mask_decoder.mask_norm."),
+    (r"mask_decoder\.embedding_maskfeature\.3\.", "mask_decoder.mask_conv2."),
     (r"mask_decoder\.output_upscaling\.0\.", "mask_decoder.upscale_conv1."),
     (r"mask_decoder\.output_upscaling\.1\.", "mask_decoder.upscale_layer_norm."),
     (r"mask_decoder\.output_upscaling\.3\.", "mask_decoder.upscale_conv2."),
@@ -54,6 +68,8 @@ KEY_RULES: list[tuple[str, str]] = [
 DROPPED_KEYS = {"pixel_mean", "pixel_std"}  # the processor normalises
 # A key every official SAM checkpoint has, and no transformers-layout one.
 OFFICIAL_MARKER_KEY = "image_encoder.patch_embed.proj.weight"
+# SAM-HQ's checkpoints (`sam_hq_vit_*.pth`) have its HQ token.
+HQ_MARKER_KEY = "mask_decoder.hf_token.weight"
 # MobileSAM (`mobile_sam.pt`): TinyViT's first stem convolution, instead of the ViT's patch embedding.
 TINY_VIT_MARKER_KEY = "image_encoder.patch_embed.seq.0.c.weight"
 # TinyViT's image-encoder names, applied before `KEY_RULES` (whose `.norm`, `.blocks.` and neck rules then apply).
@@ -187,6 +203,8 @@ def config_from_official(state_dict: Mapping[str, torch.Tensor]) -> SamConfig:
             "iou_head_depth": _count(state_dict, "mask_decoder.iou_prediction_head.layers"),
             "iou_head_hidden_dim": state_dict["mask_decoder.iou_prediction_head.layers.0.weight"].shape[0],
         }
+        if HQ_MARKER_KEY in state_dict:  # SAM-HQ: ConvTranspose2d weights are (in, out, k, k), in = the ViT width
+            decoder |= {"hq_token": True, "vit_dim": state_dict["mask_decoder.compress_vit_feat.0.weight"].shape[0]}
     except (KeyError, IndexError, ValueError) as error:
         raise ValueError(f"Not a complete official SAM checkpoint: cannot read {error} off its shapes.") from None
     return SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
@@ -195,7 +213,8 @@ def config_from_official(state_dict: Mapping[str, torch.Tensor]) -> SamConfig:
 def detect_model_size(state_dict: Mapping[str, torch.Tensor]) -> str | None:
     """The preset (`"vit_b"`, `"vit_l"`, `"vit_h"`, `"mobile-sam"`) the official state dict has, else `None`."""
     config = config_from_official(state_dict).to_dict()
-    return next((name for name in PRESETS if SamConfig.from_preset(name).to_dict() == config), None)
+    names = (*PRESETS, *HQ_PRESETS)
+    return next((name for name in names if SamConfig.from_preset(name).to_dict() == config), None)
 
 
 def load_official_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -231,8 +250,8 @@ def build_model(state_dict: Mapping[str, torch.Tensor], model_size: str | None =
     """
     config = config_from_official(state_dict)
     if model_size is not None:
-        if model_size not in PRESETS:
-            raise ValueError(f"model_size must be one of {sorted(PRESETS)}, got {model_size!r}.")
+        if model_size not in PRESETS and model_size not in HQ_PRESETS:
+            raise ValueError(f"model_size must be one of {sorted(PRESETS) + sorted(HQ_PRESETS)}, got {model_size!r}.")
         detected = detect_model_size(state_dict)
         if model_size != detected:
             which = detected or f"not an official size (hidden_size {config.vision_config.hidden_size})"

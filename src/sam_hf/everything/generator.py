@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..geometry import mask_boxes
 from ..modeling import SamModel
+from ..modeling.hq import official_hq_outputs
 from ..processing import SamProcessor
 from ..processing.image_processing_sam import to_uint8_hwc
 from . import amg
@@ -181,8 +182,11 @@ class SamAutomaticMaskGenerator:
             input_labels=torch.ones(1, len(points), 1, dtype=torch.long, device=device),
             multimask_output=True,
         )
-        iou_preds = outputs.iou_scores[0].flatten().float().cpu()  # (p * num_masks,), point-major as the official
-        low_res = outputs.pred_masks[0].flatten(0, 1)
+        pred_masks, iou_scores = official_hq_outputs(
+            self.model.config.mask_decoder_config, outputs.pred_masks, outputs.iou_scores
+        )
+        iou_preds = iou_scores[0].flatten().float().cpu()  # (p * num_masks,), point-major as the official
+        low_res = pred_masks[0].flatten(0, 1)
         # The predicted IoU needs no mask: filter before the costly upscaling, then upscale a few masks at a time.
         keep = torch.arange(len(iou_preds))
         if settings.pred_iou_thresh > 0:
@@ -207,7 +211,7 @@ class SamAutomaticMaskGenerator:
                     boxes=boxes[inside],
                     iou_preds=iou_preds[chunk],
                     stability_score=stability[inside],
-                    points=points[chunk // outputs.iou_scores.shape[-1]],
+                    points=points[chunk // iou_scores.shape[-1]],
                     crop_boxes=torch.empty(len(chunk), 4, dtype=torch.long),
                 )
             )

@@ -4,6 +4,8 @@ mask logits; the IoU token predicts each mask's quality."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -65,12 +67,55 @@ class SamMaskDecoder(nn.Module):
             iou_predictions: `(batch_size, point_batch_size, num_masks)`.
             attentions (only when `output_attentions`): per layer `(batch_size, point_batch_size, h * w, C)`.
         """
-        batch_size, channels, height, width = image_embeddings.shape
+        tokens, image_tokens, attentions = self._two_way(
+            image_embeddings,
+            image_positional_embeddings,
+            sparse_prompt_embeddings,
+            dense_prompt_embeddings,
+            sparse_padding_mask,
+            output_attentions,
+        )
+        # Only the returned masks are computed: tokens 1.. for multimask output, token 0 otherwise.
+        selected = self.selected_tokens(multimask_output)
+        hyper_in = torch.stack([self.output_hypernetworks_mlps[i](tokens[:, :, 1 + i]) for i in selected], dim=2)
+        masks = self._in_chunks(
+            image_tokens, lambda rows: self._project(self._upscale(image_tokens[:, rows]), hyper_in[:, rows])
+        )
+        iou_predictions = self.iou_prediction_head(tokens[:, :, 0])[..., selected.start : selected.stop]
+        return (masks, iou_predictions, attentions) if output_attentions else (masks, iou_predictions)
+
+    def selected_tokens(self, multimask_output: bool | None) -> range:
+        """Indexes of the mask tokens whose masks are returned: all (`None`), 1.. (`True`) or 0 (`False`)."""
+        if multimask_output is None:
+            return range(self.num_mask_tokens)
+        return range(1, self.num_mask_tokens) if multimask_output else range(1)
+
+    def _output_tokens(self) -> torch.Tensor:
+        """`(num_output_tokens, C)`: the IoU token, then the mask tokens."""
+        return torch.cat([self.iou_token.weight, self.mask_tokens.weight])
+
+    def _two_way(
+        self,
+        image_embeddings: torch.Tensor,
+        image_positional_embeddings: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor | None,
+        dense_prompt_embeddings: torch.Tensor,
+        sparse_padding_mask: torch.Tensor | None,
+        output_attentions: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """The output tokens and prompt tokens through the two-way transformer with the image tokens.
+
+        Returns:
+            tokens: `(B, P, num_output_tokens + num_prompt_tokens, C)`.
+            image_tokens: `(B, P, h, w, C)`.
+            attentions: as in `forward`, or `None`.
+        """
+        batch_size, _, height, width = image_embeddings.shape
         if sparse_prompt_embeddings is not None:
             point_batch_size = sparse_prompt_embeddings.shape[1]
         else:
             point_batch_size = dense_prompt_embeddings.shape[1]
-        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight])
+        output_tokens = self._output_tokens()
         tokens = output_tokens.expand(batch_size, point_batch_size, -1, -1)
         padding_mask = sparse_padding_mask
         if sparse_prompt_embeddings is not None:
@@ -85,30 +130,21 @@ class SamMaskDecoder(nn.Module):
         tokens, image_tokens, attentions = self.transformer(
             tokens, image_tokens, image_pe, padding_mask, output_attentions
         )
-
-        # Only the returned masks are computed: tokens 1.. for multimask output, token 0 otherwise.
-        if multimask_output is None:
-            selected = range(self.num_mask_tokens)
-        else:
-            selected = range(1, self.num_mask_tokens) if multimask_output else range(1)
-        hyper_in = torch.stack([self.output_hypernetworks_mlps[i](tokens[:, :, 1 + i]) for i in selected], dim=2)
         image_tokens = image_tokens.expand(batch_size, point_batch_size, -1, -1).unflatten(2, (height, width))
-        # A few prompts at a time: the upscaled features are 8 MiB per prompt in fp32; in chunks of a few MiB they are
-        # reused from the allocator's pool instead of being page-faulted in afresh for every call.
-        chunk = max(1, UPSCALE_CHUNK_ELEMENTS // (batch_size * height * width * 16 * channels // 8))
-        masks = torch.cat(
-            [
-                self._upscale_and_project(image_tokens[:, start : start + chunk], hyper_in[:, start : start + chunk])
-                for start in range(0, point_batch_size, chunk)
-            ],
-            dim=1,
-        )
-        iou_predictions = self.iou_prediction_head(tokens[:, :, 0])[..., selected.start : selected.stop]
-        return (masks, iou_predictions, attentions) if output_attentions else (masks, iou_predictions)
+        return tokens, image_tokens, attentions
 
-    def _upscale_and_project(self, image_tokens: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
-        """The official `upscaling` (ConvTranspose 2x2 stride 2, LayerNorm2d, GELU, ConvTranspose, GELU) followed by
-        the dot product with each mask's hypernetwork output, computed channels-last.
+    @staticmethod
+    def _in_chunks(image_tokens: torch.Tensor, compute: Callable[[slice], torch.Tensor]) -> torch.Tensor:
+        """`compute(prompts)` for a few prompts at a time, concatenated on the prompt axis: the upscaled features are
+        8 MiB per prompt in fp32; in chunks of a few MiB they are reused from the allocator's pool instead of being
+        page-faulted in afresh for every call. `image_tokens`: `(B, P, h, w, C)`."""
+        batch_size, prompts, height, width, channels = image_tokens.shape
+        chunk = max(1, UPSCALE_CHUNK_ELEMENTS // (batch_size * height * width * 16 * channels // 8))
+        return torch.cat([compute(slice(start, start + chunk)) for start in range(0, prompts, chunk)], dim=1)
+
+    def _upscale(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        """The official `upscaling` (ConvTranspose 2x2 stride 2, LayerNorm2d, GELU, ConvTranspose, GELU), computed
+        channels-last.
 
         A 2x2 stride-2 transposed convolution is one matrix product per pixel, `(C_in) -> (2, 2, C_out)`; kept in
         the token layout (channels last, the 2x2 sub-pixels as extra axes) it needs no transposes, the LayerNorm
@@ -116,17 +152,20 @@ class SamMaskDecoder(nn.Module):
 
         Args:
             image_tokens: `(B, P, h, w, C)`.
-            hyper_in: `(B, P, M, C // 8)` one vector per returned mask.
 
         Returns:
-            `(B, P, M, 4h, 4w)` mask logits.
+            `(B, P, h, w, 2, 2, 2, 2, C // 8)` over `(y, x, i1, j1, i2, j2)`: pixel `(4y + 2 i1 + i2, 4x + 2 j1 + j2)`.
         """
-        batch_size, prompts, height, width, _ = image_tokens.shape
         upscaled = _conv_transpose_2x2_channels_last(image_tokens, self.upscale_conv1)  # (B, P, h, w, 2, 2, C/4)
         norm = self.upscale_layer_norm
         upscaled = self.activation(F.layer_norm(upscaled, norm.normalized_shape, norm.weight, norm.bias, norm.eps))
-        upscaled = self.activation(_conv_transpose_2x2_channels_last(upscaled, self.upscale_conv2))
-        # upscaled: (B, P, h, w, 2, 2, 2, 2, C/8) over (y, x, i1, j1, i2, j2); pixel (4y + 2 i1 + i2, 4x + 2 j1 + j2).
+        return self.activation(_conv_transpose_2x2_channels_last(upscaled, self.upscale_conv2))
+
+    @staticmethod
+    def _project(upscaled: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
+        """The dot product of the upscaled features `(B, P, h, w, 2, 2, 2, 2, C // 8)` (from `_upscale`) with each
+        mask's hypernetwork output `hyper_in (B, P, M, C // 8)` -> `(B, P, M, 4h, 4w)` mask logits."""
+        batch_size, prompts, height, width = upscaled.shape[:4]
         masks = upscaled.flatten(2, -2) @ hyper_in.transpose(-1, -2)  # (B, P, h * w * 16, M)
         masks = masks.unflatten(2, (height, width, 2, 2, 2, 2)).permute(0, 1, 8, 2, 4, 6, 3, 5, 7)
         return masks.reshape(batch_size, prompts, -1, 4 * height, 4 * width)

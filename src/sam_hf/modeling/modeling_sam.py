@@ -15,6 +15,7 @@ from transformers.utils import ModelOutput
 from ..configuration_sam import SamConfig
 from ..prompts import check_prompts, values_readable
 from .backbones import TinyViTVisionEncoder
+from .hq import SamHQMaskDecoder
 from .image_encoder import SamVisionAttention, SamVisionEncoder
 from .loss import sam_loss
 from .mask_decoder import SamMaskDecoder
@@ -139,7 +140,8 @@ class SamModel(SamPreTrainedModel):
         self.prompt_encoder = SamPromptEncoder(
             config.prompt_encoder_config, self.shared_image_embedding, text.embed_dim if text else None
         )
-        self.mask_decoder = SamMaskDecoder(config.mask_decoder_config)
+        decoder = SamHQMaskDecoder if config.mask_decoder_config.hq_token else SamMaskDecoder
+        self.mask_decoder = decoder(config.mask_decoder_config)
         self.text_encoder = SamTextEncoder(text) if text else None
         self.post_init()
         if text and text.pretrained and not self.prompt_encoder.no_mask_embed.weight.is_meta:
@@ -166,9 +168,28 @@ class SamModel(SamPreTrainedModel):
             raise ValueError("pixel_values contains NaN or infinite values.")
 
     def get_image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """`pixel_values (batch_size, 3, 1024, 1024)` -> image embeddings `(batch_size, 256, 64, 64)`."""
+        """`pixel_values (batch_size, 3, 1024, 1024)` -> image embeddings `(batch_size, 256, 64, 64)`; for SAM-HQ
+        `(batch_size, 256 + vit_dim, 64, 64)`, the early ViT feature its decoder fuses following on the channel axis
+        (so that every caller passes one tensor on to `forward(image_embeddings=...)`)."""
         self._check_pixel_values(pixel_values)
-        return self.vision_encoder(pixel_values.to(self.dtype), return_dict=True).last_hidden_state
+        return self._encode(pixel_values)[1]
+
+    def _encode(
+        self, pixel_values: torch.Tensor, output_attentions: bool = False, output_hidden_states: bool = False
+    ) -> tuple[Any, torch.Tensor]:
+        """The vision encoder's output and the decoder's image embeddings (`get_image_embeddings`). SAM-HQ's early
+        feature is the first global-attention block's output, taken from the encoder's hidden states."""
+        hq = self.config.mask_decoder_config.hq_token
+        outputs = self.vision_encoder(
+            pixel_values.to(self.dtype), output_attentions, output_hidden_states or hq, return_dict=True
+        )
+        embeddings = outputs.last_hidden_state
+        if hq:
+            early = outputs.hidden_states[self.config.vision_config.global_attn_indexes[0] + 1]
+            embeddings = torch.cat([embeddings, early.permute(0, 3, 1, 2)], dim=1)
+            if not output_hidden_states:
+                outputs.hidden_states = None
+        return outputs, embeddings
 
     def get_prompt_embeddings(
         self,
@@ -242,6 +263,8 @@ class SamModel(SamPreTrainedModel):
         text_embeds: torch.Tensor | None = None,
         image_embeddings: torch.Tensor | None = None,
         multimask_output: bool = True,
+        hq_token_only: bool = False,
+        intermediate_embeddings: list[torch.Tensor] | tuple[torch.Tensor, ...] | None = None,
         labels: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
@@ -261,8 +284,16 @@ class SamModel(SamPreTrainedModel):
                 one text per prompt, alone or with points / boxes; models with a `text_config` only.
             text_embeds: `(batch_size, point_batch_size, embed_dim)` precomputed CLIP embeddings instead of
                 `input_text_ids` (text embeddings, or CLIP image embeddings of mask crops as in the paper's training).
-            image_embeddings: `(batch_size, 256, 64, 64)` from `get_image_embeddings`, instead of `pixel_values`.
-            multimask_output: 3 masks per prompt (for ambiguous single clicks) or 1 (for multi-prompt input).
+            image_embeddings: `(batch_size, 256, 64, 64)` from `get_image_embeddings`, instead of `pixel_values`
+                (SAM-HQ: `(batch_size, 256 + vit_dim, 64, 64)`, or `(batch_size, 256, 64, 64)` with
+                `intermediate_embeddings`, or alone as transformers' `SamHQModel` allows).
+            multimask_output: 3 masks per prompt (for ambiguous single clicks) or 1 (for multi-prompt input). SAM-HQ
+                returns them as transformers' `SamHQModel` does: sorted by predicted IoU, each plus the HQ mask.
+            hq_token_only: SAM-HQ only: return the HQ token's mask alone (one mask per prompt) instead of its sum
+                with SAM's masks; the IoU scores stay SAM's (as in `segment_anything_hq` and transformers).
+            intermediate_embeddings: SAM-HQ only, transformers' `SamHQModel` argument: the ViT's global-attention
+                block outputs `(batch_size, 64, 64, vit_dim)` (the first is used), with 256-channel
+                `image_embeddings`.
             labels: `(batch_size, point_batch_size, H, W)` ground-truth masks in the model's input frame (any
                 resolution, e.g. 256x256 or 1024x1024); `loss` is then the paper's training loss.
             output_attentions: also return `vision_attentions` (with `pixel_values`; the encoder then materialises
@@ -287,7 +318,12 @@ class SamModel(SamPreTrainedModel):
         if pixel_values is not None:
             self._check_pixel_values(pixel_values)
         else:
+            image_embeddings = self._with_intermediate(image_embeddings, intermediate_embeddings)
             self._check_image_embeddings(image_embeddings)
+        if not self.config.mask_decoder_config.hq_token and (hq_token_only or intermediate_embeddings is not None):
+            raise ValueError("hq_token_only and intermediate_embeddings are for SAM-HQ models (hq_token); this is not.")
+        if pixel_values is not None and intermediate_embeddings is not None:
+            raise ValueError("intermediate_embeddings go with image_embeddings; pixel_values compute their own.")
         check_prompts(
             input_points, input_labels, input_boxes, input_masks, self.config.prompt_encoder_config.mask_input_size
         )
@@ -315,10 +351,8 @@ class SamModel(SamPreTrainedModel):
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
         computed_embeddings = vision_outputs = None
         if pixel_values is not None:
-            vision_outputs = self.vision_encoder(
-                pixel_values.to(self.dtype), output_attentions, output_hidden_states, return_dict=True
-            )
-            image_embeddings = computed_embeddings = vision_outputs.last_hidden_state
+            vision_outputs, image_embeddings = self._encode(pixel_values, output_attentions, output_hidden_states)
+            computed_embeddings = image_embeddings
         image_embeddings = image_embeddings.to(self.dtype)
         if input_masks is not None:
             input_masks = input_masks.to(self.dtype)
@@ -338,6 +372,7 @@ class SamModel(SamPreTrainedModel):
             multimask_output=multimask_output,
             sparse_padding_mask=padding_mask,
             output_attentions=output_attentions,
+            **({"hq_token_only": hq_token_only} if config.mask_decoder_config.hq_token else {}),
         )
         loss = None
         if labels is not None:
@@ -364,13 +399,38 @@ class SamModel(SamPreTrainedModel):
 
     def _check_image_embeddings(self, image_embeddings: torch.Tensor) -> None:
         size = self.config.prompt_encoder_config.image_embedding_size
-        channels = self.config.prompt_encoder_config.hidden_size
+        channels = allowed = self.config.prompt_encoder_config.hidden_size
         form = f"(batch_size, {channels}, {size}, {size})"
+        decoder = self.config.mask_decoder_config
+        if decoder.hq_token:
+            allowed = (channels, channels + decoder.vit_dim)
+            form = f"(batch_size, {channels} + {decoder.vit_dim}, {size}, {size}) from get_image_embeddings, or {form}"
         if not isinstance(image_embeddings, torch.Tensor) or not image_embeddings.is_floating_point():
             raise TypeError(f"image_embeddings must be a floating point torch.Tensor of shape {form}.")
         if (
             image_embeddings.ndim != 4
-            or tuple(image_embeddings.shape[1:]) != (channels, size, size)
+            or image_embeddings.shape[1] not in (allowed if decoder.hq_token else (channels,))
+            or tuple(image_embeddings.shape[2:]) != (size, size)
             or image_embeddings.shape[0] == 0
         ):
             raise ValueError(f"image_embeddings must have shape {form}, got {tuple(image_embeddings.shape)}.")
+
+    def _with_intermediate(
+        self, image_embeddings: torch.Tensor, intermediate_embeddings: list[torch.Tensor] | None
+    ) -> torch.Tensor:
+        """transformers' SAM-HQ inputs (256-channel embeddings, ViT block outputs) as sam_hf's one tensor."""
+        if intermediate_embeddings is None or not self.config.mask_decoder_config.hq_token:
+            return image_embeddings
+        size = self.config.prompt_encoder_config.image_embedding_size
+        form = f"a list of (batch_size, {size}, {size}, {self.config.mask_decoder_config.vit_dim}) tensors"
+        if not isinstance(intermediate_embeddings, (list, tuple)) or not intermediate_embeddings:
+            raise TypeError(f"intermediate_embeddings must be {form}, got {type(intermediate_embeddings).__name__}.")
+        early = intermediate_embeddings[0]
+        channels = self.config.prompt_encoder_config.hidden_size
+        if not isinstance(image_embeddings, torch.Tensor) or image_embeddings.shape[1:2] != (channels,):
+            raise ValueError(f"with intermediate_embeddings, image_embeddings must have {channels} channels.")
+        expected = (image_embeddings.shape[0], size, size, self.config.mask_decoder_config.vit_dim)
+        if not isinstance(early, torch.Tensor) or tuple(early.shape) != expected:
+            shape = tuple(early.shape) if isinstance(early, torch.Tensor) else type(early).__name__
+            raise ValueError(f"intermediate_embeddings must be {form}, got {shape} first.")
+        return torch.cat([image_embeddings, early.permute(0, 3, 1, 2).to(image_embeddings.dtype)], dim=1)
