@@ -15,6 +15,8 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 from sam_hf import SamConfig
 from sam_hf.clip_scoring import ClipScorer
 from sam_hf.data import generate_scene
+from sam_hf.everything import decode_segmentation
+from sam_hf.geometry import mask_iou
 
 # The README's photos (dog.jpg, truck.jpg, groceries.jpg): beside the repository in this project's workspace, or
 # wherever SAM_HF_PHOTOS points.
@@ -210,3 +212,15 @@ def run_sam_hf(
             multimask_output=multimask_output,
         )
     return output.pred_masks[0], output.iou_scores[0]
+
+
+def assert_same_coco(got: dict, want: dict) -> None:
+    """Equal COCO files up to float rounding: labelling processes / actors run with other thread counts than a single
+    run, so a pixel whose logit is ~0 may flip."""
+    assert got["images"] == want["images"] and got["categories"] == want["categories"]
+    assert len(got["annotations"]) == len(want["annotations"])
+    for a, b in zip(got["annotations"], want["annotations"], strict=True):
+        assert a["image_id"] == b["image_id"] and abs(a["score"] - b["score"]) < 1e-4
+        assert np.allclose(a["bbox"], b["bbox"], atol=1)
+        masks = [decode_segmentation(annotation["segmentation"]) for annotation in (a, b)]
+        assert mask_iou(*masks, empty=1.0) > 0.99

@@ -1,4 +1,4 @@
-"""Batch labelling (`sam-hf everything DIR`, `sam_hf.annotate`) with files a real data set has: unreadable images,
+"""Batch labelling (`sam-hf everything DIR`, `sam_hf.labelling`) with files a real data set has: unreadable images,
 names that are not UTF-8, files replaced in place, and a umask to respect."""
 
 from __future__ import annotations
@@ -8,12 +8,13 @@ import os
 import shutil
 from pathlib import Path
 
+import datasets
 import PIL.Image
 import pytest
 
-from sam_hf.annotate import ImageLabeller, write_json_atomic
 from sam_hf.cli import main
 from sam_hf.data import generate_scene
+from sam_hf.labelling import ImageLabeller, write_json_atomic
 
 FLAGS = ["--points-per-side", "4", "--pred-iou-thresh", "0.5", "--stability-score-thresh", "0.7"]
 FLAGS += ["--device", "cpu", "--no-progress"]
@@ -23,10 +24,10 @@ def save_scene(path: Path, seed: int) -> None:
     PIL.Image.fromarray(generate_scene(seed, 96).image).save(path)
 
 
-def run_everything(directory: Path, out: Path, capsys) -> tuple[int | str, str]:
-    """Runs `sam-hf everything DIRECTORY --out OUT` in this process: (exit status or message, stderr)."""
+def run_everything(directory: Path, out: Path, capsys, *flags: str) -> tuple[int | str, str]:
+    """Runs `sam-hf everything DIRECTORY --out OUT [FLAGS]` in this process: (exit status or message, stderr)."""
     try:
-        main(["everything", str(directory), "--out", str(out), *FLAGS])
+        main(["everything", str(directory), "--out", str(out), *FLAGS, *flags])
         status = 0
     except SystemExit as exit_:
         status = exit_.code
@@ -81,9 +82,9 @@ def test_a_file_replaced_in_place_is_labelled_again(tmp_path, capsys, monkeypatc
     labelled = []
     original = ImageLabeller.label
 
-    def counted(self, root, name):
-        labelled.append(name)
-        return original(self, root, name)
+    def counted(self, image):
+        labelled.append(image.name)
+        return original(self, image)
 
     monkeypatch.setattr(ImageLabeller, "label", counted)
     stat = (images / "b.bmp").stat()
@@ -116,3 +117,39 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path) -> None:
     with pytest.raises(TypeError):
         write_json_atomic(tmp_path / "result.json", {"a": object()})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_dataset_is_a_source(tmp_path, capsys) -> None:
+    """A directory of Parquet files (a Hugging Face dataset) is labelled as a stream: images named by their row, an
+    unreadable one recorded, the same masks as the same files in a folder; `--split` / `--image-column` are checked."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for name, seed in (("a.png", 1), ("b.png", 2)):
+        save_scene(images / name, seed)
+    cells = [
+        {"bytes": (images / "a.png").read_bytes()},
+        {"bytes": b"not a png"},
+        {"bytes": (images / "b.png").read_bytes()},
+    ]
+    table = datasets.Dataset.from_dict({"img": cells}, features=datasets.Features({"img": datasets.Image()}))
+    (tmp_path / "parquet").mkdir()
+    table.to_parquet(tmp_path / "parquet" / "train-00000.parquet")
+
+    status, _ = run_everything(tmp_path / "parquet", tmp_path / "data.json", capsys, "--image-column", "img")
+    assert isinstance(status, str) and status.startswith("sam-hf everything: 1 of 3 files could not be read")
+    coco = json.loads((tmp_path / "data.json").read_text())
+    assert [image["file_name"] for image in coco["images"]] == ["0", "2"]
+    assert [item["file_name"] for item in coco["info"]["failed"]] == ["1"]
+    assert "cannot read '1' as an image" in coco["info"]["failed"][0]["error"]
+    assert run_everything(images, tmp_path / "folder.json", capsys)[0] == 0
+    folder = json.loads((tmp_path / "folder.json").read_text())
+    assert coco["annotations"] == folder["annotations"] and coco["annotations"]
+
+    for flags, message in (
+        (["--image-column", "picture"], "image_column must be a column of"),
+        (["--split", "test"], "cannot read dataset"),
+    ):
+        status, err = run_everything(tmp_path / "parquet", tmp_path / "x.json", capsys, *flags)
+        assert status == 2 and message in err, err
+    status, err = run_everything(images, tmp_path / "x.json", capsys, "--split", "train")
+    assert status == 2 and "split / image_column apply to datasets" in err

@@ -16,11 +16,10 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from sam_hf import SamPredictor, load_sam
-from sam_hf.annotate import ImageLabeller, find_images
 from sam_hf.cli import main
 from sam_hf.data import generate_scene
-from sam_hf.everything import decode_segmentation
-from sam_hf.geometry import mask_iou
+from sam_hf.labelling import ImageLabeller, find_images
+from tests.helpers import assert_same_coco
 
 # Low thresholds: the bundled model is small, and at the official ones it keeps few masks on 128x128 scenes.
 EVERYTHING_FLAGS = ["--points-per-side", "8", "--pred-iou-thresh", "0.6", "--stability-score-thresh", "0.8"]
@@ -166,11 +165,11 @@ def test_everything_resumes(scenes, tmp_path, capsys, monkeypatch) -> None:
     labelled = []
     original = ImageLabeller.label
 
-    def interrupted(self, root, name):
+    def interrupted(self, image):
         if len(labelled) == 2:
             raise KeyboardInterrupt
-        labelled.append(name)
-        return original(self, root, name)
+        labelled.append(image.name)
+        return original(self, image)
 
     monkeypatch.setattr(ImageLabeller, "label", interrupted)
     command = ["everything", str(scenes), "--out", str(out), "--work-dir", str(work), *EVERYTHING_FLAGS]
@@ -181,9 +180,9 @@ def test_everything_resumes(scenes, tmp_path, capsys, monkeypatch) -> None:
 
     labelled.clear()
 
-    def counted(self, root, name):
-        labelled.append(name)
-        return original(self, root, name)
+    def counted(self, image):
+        labelled.append(image.name)
+        return original(self, image)
 
     monkeypatch.setattr(ImageLabeller, "label", counted)
     assert run_cli(command, capsys)[0] == 0
@@ -196,18 +195,6 @@ def test_everything_resumes(scenes, tmp_path, capsys, monkeypatch) -> None:
     labelled.clear()  # other settings: everything again
     assert run_cli([*command, "--box-nms-thresh", "0.5"], capsys)[0] == 0
     assert labelled == find_images(scenes)[1]
-
-
-def assert_same_coco(got: dict, want: dict) -> None:
-    """Equal COCO files up to float rounding: the processes run with other thread counts than the single run, so a
-    pixel whose logit is ~0 may flip."""
-    assert got["images"] == want["images"] and got["categories"] == want["categories"]
-    assert len(got["annotations"]) == len(want["annotations"])
-    for a, b in zip(got["annotations"], want["annotations"], strict=True):
-        assert a["image_id"] == b["image_id"] and abs(a["score"] - b["score"]) < 1e-4
-        assert np.allclose(a["bbox"], b["bbox"], atol=1)
-        masks = [decode_segmentation(annotation["segmentation"]) for annotation in (a, b)]
-        assert mask_iou(*masks, empty=1.0) > 0.99
 
 
 def test_two_processes_equal_one(scenes, tmp_path, capsys) -> None:

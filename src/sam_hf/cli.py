@@ -4,6 +4,7 @@
     sam-hf segment IMAGE --text "red circle" [--clip ViT-B-16 --pretrained TAG] --out mask.png
     sam-hf everything IMAGE_OR_DIR --out annotations.json [--points-per-side 32 ...]
     accelerate launch -m sam_hf everything DIR --out annotations.json     # shared by every process / GPU
+    sam-hf everything DIR_OR_DATASET --engine ray [--address auto] --out labels/ [--coco annotations.json]
     sam-hf convert sam_vit_b_01ec64.pth sam-vit-base [--push-to-hub USER/REPO]   # official .pth -> sam_hf directory
     sam-hf export-onnx MODEL onnx/ [--return-single-mask]                 # image_encoder.onnx + mask_decoder.onnx
 
@@ -164,10 +165,30 @@ def _add_everything_parser(commands: argparse._SubParsersAction) -> None:
         "with RLE masks. Resumable: per-image results go to --work-dir, and images already done are skipped. Under "
         "`accelerate launch -m sam_hf everything ...` the processes share the images.",
     )
-    parser.add_argument("images", help="image file or directory")
-    parser.add_argument("--out", required=True, type=Path, help="COCO annotations JSON to write")
-    parser.add_argument("--work-dir", type=Path, help="per-image results (default: OUT.parts)")
+    parser.add_argument(
+        "images", help="image file or directory, or a dataset: save_to_disk / Parquet directory, or Hub id org/name"
+    )
+    parser.add_argument(
+        "--out", required=True, type=Path, help="COCO annotations JSON to write (--engine ray: a Parquet directory)"
+    )
+    parser.add_argument("--work-dir", type=Path, help="per-image results (default: OUT.parts; local engine)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--split", help="dataset split (default: train)")
+    parser.add_argument("--image-column", help="dataset column holding the images (default: image)")
+    ray = parser.add_argument_group("Ray Data engine (--engine ray; needs the ray extra)")
+    ray.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process or accelerate launch, into one COCO file (default); ray: a Ray cluster, into "
+        "Parquet shards in OUT",
+    )
+    ray.add_argument("--address", help="existing Ray cluster (e.g. auto, ray://head:10001; default: a local Ray)")
+    ray.add_argument("--concurrency", type=int, default=1, metavar="N", help="actors, one model each (default: 1)")
+    ray.add_argument("--num-gpus", type=float, default=None, metavar="G", help="GPUs per actor (default: 1 if any)")
+    ray.add_argument("--num-cpus", type=float, default=1.0, metavar="C", help="CPUs per actor (default: 1)")
+    ray.add_argument("--coco", type=Path, help="also export one COCO JSON file from the shards")
+    ray.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the shards as this Hub dataset")
     _add_model_arguments(parser)
     settings = parser.add_argument_group("everything-mode settings (as the official SamAutomaticMaskGenerator)")
     for setting in _generator_settings():
@@ -182,40 +203,86 @@ def _add_everything_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_everything(args: argparse.Namespace) -> None:
-    """`sam-hf everything`: everything mode over an image or a directory, written as one COCO JSON to `--out`
-    (resumable through `--work-dir`); exits with a message when some files could not be read."""
-    from .annotate import label_images
+    """`sam-hf everything`: everything mode over an image, a directory or a dataset, written as one COCO JSON to
+    `--out` (resumable through `--work-dir`), or with `--engine ray` as Parquet shards in `--out` (resumable; `--coco`,
+    `--push-to-hub`); exits with a message when some images could not be read."""
     from .everything import EverythingSettings, SamAutomaticMaskGenerator
+    from .labelling import open_source
 
     parameters = {setting.name: getattr(args, setting.name) for setting in _generator_settings()}
     everything = EverythingSettings(**parameters, output_mode="coco_rle")  # bad values fail before a model loads
     settings = {"model": args.model or "bundled", "dtype": args.dtype, **parameters}
+    ray_only = {"--coco": args.coco, "--push-to-hub": args.push_to_hub, "--address": args.address}
+    given = [flag for flag, value in ray_only.items() if value is not None]
+    if args.engine == "local" and given:
+        raise ValueError(f"{', '.join(given)} apply to --engine ray, not to the local engine.")
+    if args.engine == "ray" and args.work_dir is not None:
+        raise ValueError("--work-dir applies to the local engine; --engine ray resumes from the shards in --out.")
+    source = open_source(args.images, args.split, args.image_column)
 
-    def make_generator(state: Any) -> SamAutomaticMaskGenerator:
-        model, processor = _load_model(args, args.device or state.device)
+    def make_generator(device: Any) -> SamAutomaticMaskGenerator:
+        model, processor = _load_model(args, args.device or device)
         return SamAutomaticMaskGenerator(model, processor=processor, settings=everything)
 
-    device = resolve_device(args.device) if args.device else None
-    coco = label_images(
-        args.images,
+    if args.engine == "ray":
+        failed, total = _everything_with_ray(args, source, make_generator, settings)
+    else:
+        from .labelling import label_images
+
+        device = resolve_device(args.device) if args.device else None
+        coco = label_images(
+            source,
+            args.out,
+            make_generator,
+            settings,
+            work_dir=args.work_dir,
+            progress=not args.no_progress,
+            cpu=device.type == "cpu" if device else not torch.cuda.is_available(),
+        )
+        if coco is None:  # not the main process
+            return
+        print(f"wrote {args.out}: {len(coco['images'])} images, {len(coco['annotations'])} masks")
+        failed, total = coco["info"]["failed"], len(coco["info"]["failed"]) + len(coco["images"])
+    if failed:  # the others are labelled and written; the run still fails, so that scripts notice
+        lines = "".join(f"\n  {item['error']}" for item in failed)
+        raise SystemExit(
+            f"sam-hf everything: {len(failed)} of {total} files could not be read (listed in the output's "
+            f"{'error column' if args.engine == 'ray' else 'info.failed'}):{lines}"
+        )
+
+
+def _everything_with_ray(
+    args: argparse.Namespace, source: Any, make_generator: Any, settings: dict
+) -> tuple[list[dict], int]:
+    """`sam-hf everything --engine ray`: labels into the Parquet directory `--out`, then the COCO export and the Hub
+    upload if asked; returns the failed images and the number of images."""
+    try:
+        from .labelling.parquet import ParquetLabels
+        from .labelling.ray_engine import label_with_ray
+    except ImportError as error:
+        raise ValueError(f"--engine ray needs the ray extra (pip install 'sam_hf[ray]'): {error}") from error
+
+    num_gpus = args.num_gpus if args.num_gpus is not None else float(torch.cuda.is_available())
+    summary = label_with_ray(
+        source,
         args.out,
         make_generator,
         settings,
-        work_dir=args.work_dir,
+        address=args.address,
+        concurrency=args.concurrency,
+        num_cpus=args.num_cpus,
+        num_gpus=num_gpus,
         progress=not args.no_progress,
-        cpu=device.type == "cpu" if device else not torch.cuda.is_available(),
     )
-    if coco is None:  # not the main process
-        return
-    print(f"wrote {args.out}: {len(coco['images'])} images, {len(coco['annotations'])} masks")
-    failed = coco["info"]["failed"]
-    if failed:  # the others are labelled and written; the run still fails, so that scripts notice
-        lines = "".join(f"\n  {item['error']}" for item in failed)
-        total = len(failed) + len(coco["images"])
-        raise SystemExit(
-            f"sam-hf everything: {len(failed)} of {total} files could not be read (listed in the output's "
-            f"info.failed):{lines}"
-        )
+    print(f"wrote {args.out}: {summary['images']} images ({summary['labelled']} labelled now)")
+    labels = ParquetLabels(args.out)
+    if args.coco is not None:
+        coco = labels.export_coco(args.coco)
+        print(f"wrote {args.coco}: {len(coco['images'])} images, {len(coco['annotations'])} masks")
+    if args.push_to_hub is not None:
+        labels.push_to_hub(args.push_to_hub)
+        print(f"pushed {args.out} to the Hub dataset {args.push_to_hub}")
+    return summary["failed"], summary["images"]
 
 
 def _add_convert_parser(commands: argparse._SubParsersAction) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 from pathlib import Path
@@ -184,11 +185,20 @@ def open_image(path: str | os.PathLike, max_pixels: int | None = MAX_IMAGE_PIXEL
     name = os.fspath(path)
     if not Path(path).is_file():
         raise ValueError(f"image file not found: {name!r}.")
+    return _decode(path, name, max_pixels)
+
+
+def decode_image(data: bytes, name: str, max_pixels: int | None = MAX_IMAGE_PIXELS) -> PIL.Image.Image:
+    """`open_image` for an encoded image held in memory (a data set's image bytes); `name` identifies it in errors."""
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(file: str | os.PathLike | io.BytesIO, name: str, max_pixels: int | None) -> PIL.Image.Image:
     try:
         with _PIL_LIMIT_LOCK:  # the limit that applies is `max_pixels`, checked below, not PIL's global one
             pil_limit, PIL.Image.MAX_IMAGE_PIXELS = PIL.Image.MAX_IMAGE_PIXELS, None
             try:
-                opened = PIL.Image.open(path)
+                opened = PIL.Image.open(file)
             finally:
                 PIL.Image.MAX_IMAGE_PIXELS = pil_limit
         with opened as image:
@@ -200,4 +210,6 @@ def open_image(path: str | os.PathLike, max_pixels: int | None = MAX_IMAGE_PIXEL
             image.seek(0)  # animations: the first frame
             return pil_to_rgb(PIL.ImageOps.exif_transpose(image))
     except (OSError, PIL.Image.DecompressionBombError, SyntaxError) as error:
-        raise ValueError(f"cannot read {name!r} as an image: {error}") from error
+        # PIL repeats the file (an in-memory one by its repr): named once, the same for a file and its bytes
+        detail = str(error).replace(f" {file!r}", "").replace(f" {name!r}", "")
+        raise ValueError(f"cannot read {name!r} as an image: {detail}") from error
