@@ -7,6 +7,7 @@
     sam-hf everything DIR_OR_DATASET --engine ray [--address auto] --out labels/ [--coco annotations.json]
     sam-hf convert sam_vit_b_01ec64.pth sam-vit-base [--push-to-hub USER/REPO]   # official .pth -> sam_hf directory
     sam-hf export-onnx MODEL onnx/ [--return-single-mask]                 # image_encoder.onnx + mask_decoder.onnx
+    sam-hf video clip.mp4 --point X,Y | --box X1,Y1,X2,Y2 | --text "red circle" [--frame K] --out DIR
 
 `--model` takes a local directory or a Hub id (safetensors or `pytorch_model.bin`) or an official checkpoint file
 (`sam_vit_h_4b8939.pth`, or `org/repo/file.pth` on the Hub); the bundled small model by default. Bad input ends with a
@@ -342,9 +343,60 @@ def run_export_onnx(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
+def _add_video_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "video",
+        help="segment and follow objects through a video",
+        description="Prompts objects on one frame and follows them forward and backward through the video (each frame "
+        "prompted from the previous one). Points form object 1; each --box and each --text is one more object. "
+        "Writes OUT/masks.json (COCO RLE per frame and object), OUT/masks/NNNNN.png (pixel value = object id) and "
+        "OUT/overlay.mp4.",
+    )
+    parser.add_argument("video", help="video file (mp4, webm, gif, ...) or folder of frames")
+    parser.add_argument(
+        "--point", type=parse_point, action="append", metavar="X,Y[,LABEL]", help="a point of object 1; repeat"
+    )
+    parser.add_argument("--box", type=parse_box, action="append", metavar="X1,Y1,X2,Y2", help="one object's box")
+    parser.add_argument("--text", action="append", help="one object's name, e.g. 'red circle'")
+    parser.add_argument("--frame", type=int, default=0, help="the frame the prompts are on (default: 0)")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--no-overlay", action="store_true", help="skip the MP4 with the masks overlaid")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_model_arguments(parser)
+    parser.set_defaults(run=run_video)
+
+
+def run_video(args: argparse.Namespace) -> None:
+    """`sam-hf video`: follows the prompted objects from `--frame` to the end and back to the start, writing the
+    masks as COCO RLE JSON and PNGs and an overlay MP4 to `--out`."""
+    from .predictor import SamPredictor
+    from .video import VideoPredictor, open_video, write_tracking
+
+    if not (args.point or args.box or args.text):
+        raise ValueError("no prompt: give --point X,Y, --box X1,Y1,X2,Y2 and/or --text.")
+    video = open_video(args.video)  # a bad video or frame fails before a model loads
+    if not 0 <= args.frame < len(video):
+        raise ValueError(f"--frame {args.frame} is out of range: {args.video} has {len(video)} frames.")
+    model, processor = _load_model(args)
+    zero_shot = args.text and model.config.text_config is None  # no learned text token: CLIP-scored proposals
+    clip = load_clip(device=args.device) if zero_shot else None
+    tracker = VideoPredictor(SamPredictor(model, processor), video, clip=clip)
+    points = np.asarray(args.point or np.zeros((0, 3)))
+    prompts = [{"points": points[:, :2], "labels": points[:, 2]}] if len(points) else []
+    prompts += [{"box": box} for box in args.box or []] + [{"text": text} for text in args.text or []]
+    for object_id, prompt in enumerate(prompts, 1):
+        tracker.add_prompt(args.frame, object_id, **prompt)
+    summary = write_tracking(
+        tracker, args.out, start_frame=args.frame, overlay=not args.no_overlay, progress=not args.no_progress
+    )
+    print(f"wrote {summary['json']} and {summary['masks']}: {summary['frames']} frames, frames lost {summary['lost']}")
+    if summary["overlay"]:
+        print(f"wrote {summary['overlay']}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The `sam-hf` argument parser: subcommands `segment`, `everything`, `convert` and `export-onnx`, each setting
-    `args.run` to its `run_*` function."""
+    """The `sam-hf` argument parser: subcommands `segment`, `everything`, `convert`, `export-onnx` and `video`, each
+    setting `args.run` to its `run_*` function."""
     parser = argparse.ArgumentParser(
         prog="sam-hf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -353,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_everything_parser(commands)
     _add_convert_parser(commands)
     _add_export_onnx_parser(commands)
+    _add_video_parser(commands)
     return parser
 
 

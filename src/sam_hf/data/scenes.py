@@ -78,23 +78,41 @@ def _shape_mask(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
     radius = rng.uniform(0.1, 0.22) * size
     cx, cy = rng.uniform(radius * 0.6, size - radius * 0.6, size=2)
     angle = rng.uniform(0, 2 * math.pi)
-    canvas = Image.new("L", (size, size), 0)
+    ratio = rng.uniform(0.45, 0.7) if shape == "ellipse" else 1.0
+    inner = rng.uniform(0.45, 0.6) if shape == "ring" else 0.0
+    return draw_shape(shape, (size, size), cx, cy, radius, angle, ratio, inner)
+
+
+def draw_shape(
+    shape: str,
+    canvas_size: tuple[int, int],
+    cx: float,
+    cy: float,
+    radius: float,
+    angle: float,
+    ratio: float = 1.0,
+    inner: float = 0.5,
+) -> np.ndarray:
+    """`shape` drawn at centre (`cx`, `cy`) with `radius` (pixels) and rotation `angle` (radians) as an `(H, W)` bool
+    mask of `canvas_size` (height, width); `ratio` is an ellipse's minor / major axis, `inner` a ring's hole / outer
+    radius. The shapes of `generate_scene` (and of `sam_hf.data.motion`'s clips)."""
+    height, width = canvas_size
+    canvas = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(canvas)
     if shape == "circle":
         draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=1)
     elif shape in ("ellipse", "ring"):
-        ratio = rng.uniform(0.45, 0.7) if shape == "ellipse" else 1.0
         points = [(radius * math.cos(t), ratio * radius * math.sin(t)) for t in np.linspace(0, 2 * math.pi, 48)]
         rotated = [(cx + x * math.cos(angle) - y * math.sin(angle), cy + x * math.sin(angle) + y * math.cos(angle))
                    for x, y in points]  # fmt: skip
         draw.polygon(rotated, fill=1)
         if shape == "ring":
-            inner = radius * rng.uniform(0.45, 0.6)
-            draw.ellipse([cx - inner, cy - inner, cx + inner, cy + inner], fill=0)
+            hole = radius * inner
+            draw.ellipse([cx - hole, cy - hole, cx + hole, cy + hole], fill=0)
     elif shape == "star":
         outer = _regular_polygon(cx, cy, radius, 5, angle)
-        inner = _regular_polygon(cx, cy, radius * 0.45, 5, angle + math.pi / 5)
-        draw.polygon([p for pair in zip(outer, inner, strict=True) for p in pair], fill=1)
+        inner_points = _regular_polygon(cx, cy, radius * 0.45, 5, angle + math.pi / 5)
+        draw.polygon([p for pair in zip(outer, inner_points, strict=True) for p in pair], fill=1)
     elif shape == "cross":
         arm = radius * 0.35
         for corners in ([(-radius, -arm), (radius, arm)], [(-arm, -radius), (arm, radius)]):

@@ -1,0 +1,99 @@
+"""The DAVIS video-segmentation measures (Perazzi et al. 2016; the `davis2017-evaluation` code): J, region similarity
+(mask IoU), and F, the boundary F-measure, with the boundary tolerance `BOUNDARY_TOLERANCE` of the image diagonal; and
+`score_clip`, which follows the objects of a generated clip (`sam_hf.data.motion`) and scores them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import binary_dilation
+
+from ..data.motion import MotionClip
+from ..geometry import centre_point, mask_boxes, mask_iou
+from ..predictor import SamPredictor
+from .predictor import VideoPredictor, VideoSettings
+
+BOUNDARY_TOLERANCE = 0.008  # DAVIS's bound_th: matching distance as a fraction of the image diagonal
+
+
+def region_similarity(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """J: the IoU of two `(H, W)` masks, 1 when both are empty (DAVIS's convention)."""
+    return float(mask_iou(prediction, truth, empty=1.0))
+
+
+def boundary_map(mask: np.ndarray) -> np.ndarray:
+    """`(H, W)` bool: the mask's boundary pixels, those differing from their right, lower or lower-right neighbour
+    (DAVIS's `seg2bmap` at the mask's own size)."""
+    mask = mask.astype(bool)
+    east, south, south_east = (np.zeros_like(mask) for _ in range(3))
+    east[:, :-1], south[:-1, :], south_east[:-1, :-1] = mask[:, 1:], mask[1:, :], mask[1:, 1:]
+    boundary = (mask ^ east) | (mask ^ south) | (mask ^ south_east)
+    boundary[-1, :] = mask[-1, :] ^ east[-1, :]
+    boundary[:, -1] = mask[:, -1] ^ south[:, -1]
+    boundary[-1, -1] = False
+    return boundary
+
+
+def _disk(radius: int) -> np.ndarray:
+    y, x = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    return x**2 + y**2 <= radius**2
+
+
+def boundary_f_measure(prediction: np.ndarray, truth: np.ndarray, tolerance: float = BOUNDARY_TOLERANCE) -> float:
+    """F: the F-measure of boundary precision and recall, a boundary pixel matching when the other boundary is within
+    `ceil(tolerance * diagonal)` pixels (a disk); 1 when both masks are empty, 0 when only one is."""
+    radius = math.ceil(tolerance * math.hypot(*prediction.shape))
+    predicted, expected = boundary_map(prediction), boundary_map(truth)
+    n_predicted, n_expected = int(predicted.sum()), int(expected.sum())
+    if n_predicted == 0 or n_expected == 0:
+        return 1.0 if n_predicted == n_expected else 0.0
+    disk = _disk(radius)
+    precision = (predicted & binary_dilation(expected, disk)).sum() / n_predicted
+    recall = (expected & binary_dilation(predicted, disk)).sum() / n_expected
+    return 0.0 if precision + recall == 0 else float(2 * precision * recall / (precision + recall))
+
+
+@dataclass
+class ClipScores:
+    """DAVIS scores of one clip: per object, `J` and `F` averaged over the frames after the prompted one; `lost` and
+    `visible` count the frames where the object is visible in the ground truth and where it was, among those,
+    reported lost."""
+
+    J: list[float]
+    F: list[float]
+    lost: int
+    visible: int
+
+
+PROMPTS = ("point", "box")
+
+
+def score_clip(
+    predictor: SamPredictor, clip: MotionClip, prompt: str, settings: VideoSettings | None = None
+) -> ClipScores:
+    """Follows every object of a generated `clip` from one prompt per object on frame 0 (`"point"`: the pixel
+    farthest inside its mask; `"box"`: its tight box) and scores frames 1.. against the exact masks."""
+    if prompt not in PROMPTS:
+        raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}.")
+    tracker = VideoPredictor(predictor, clip.images, settings)
+    for object_id, mask in enumerate(clip.frame(0).masks, 1):
+        if prompt == "point":
+            tracker.add_prompt(0, object_id, points=[centre_point(mask)])
+        else:
+            tracker.add_prompt(0, object_id, box=mask_boxes(mask).tolist())
+    count = len(clip.objects)
+    j, f, lost, visible = np.zeros(count), np.zeros(count), 0, 0
+    for result in tracker.propagate(0):
+        if result.index == 0:
+            continue
+        truth = clip.frame(result.index).masks
+        for i in range(count):
+            j[i] += region_similarity(result.masks[i], truth[i])
+            f[i] += boundary_f_measure(result.masks[i], truth[i])
+            if truth[i].any():
+                visible += 1
+                lost += int(result.lost[i])
+    frames = max(len(clip) - 1, 1)
+    return ClipScores((j / frames).tolist(), (f / frames).tolist(), lost, visible)
