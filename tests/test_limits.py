@@ -9,6 +9,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from sam_hf import SamPredictor, SamProcessor, prompts
+from sam_hf.processing import image_inputs
 from sam_hf.prompts import MAX_POINTS_PER_PROMPT, MAX_PROMPTS_PER_REQUEST
 
 
@@ -101,3 +102,17 @@ def test_decoder_memory_is_linear_in_the_points_of_a_prompt(tiny_model):
         outputs = tiny_model(image_embeddings=torch.randn(1, 64, 8, 8), input_points=many_points)
     assert outputs.iou_scores.shape == (1, 1, 3)
     assert recorder.numel < num_points * num_points  # tokens x width and tokens x image tokens only
+
+
+def test_post_process_masks_refuses_sizes_beyond_the_image_pixel_limit(processor, monkeypatch):
+    """A 10^6 x 10^6 original size asked for a 12 TB tensor (a RuntimeError from torch); now a ValueError naming it."""
+    masks = torch.zeros(1, 1, 3, 32, 32)
+    with pytest.raises(ValueError, match=r"original_sizes \[\[1000000, 1000000\]\].*MAX_IMAGE_PIXELS=178956970"):
+        processor.post_process_masks(masks, [[10**6, 10**6]], [[128, 128]])
+    side = int(image_inputs.MAX_IMAGE_PIXELS**0.5)
+    with pytest.raises(ValueError, match=r"raise sam_hf\.processing\.image_inputs\.MAX_IMAGE_PIXELS"):
+        processor.post_process_masks(masks, [[side + 1, side + 1]], [[128, 128]])
+    monkeypatch.setattr(image_inputs, "MAX_IMAGE_PIXELS", 100 * 120)
+    assert processor.post_process_masks(masks, [[100, 120]], [[107, 128]])[0].shape == (1, 3, 100, 120)
+    with pytest.raises(ValueError, match="original_sizes"):
+        processor.post_process_masks(masks, [[100, 121]], [[106, 128]])

@@ -8,14 +8,75 @@ The sizes of the paper's three image encoders are available as presets: `SamConf
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, ClassVar
 
 from transformers import PreTrainedConfig
+from transformers.activations import ACT2FN
 from transformers.configuration_utils import SubConfigSpec
 
 # Official decoder LayerNorm epsilon (torch's nn.LayerNorm default). transformers' SAM defaults to 1e-6, which shifts
 # logits by ~3e-5; checkpoints converted from transformers' layout are official weights, so they get this value too.
 OFFICIAL_DECODER_LAYER_NORM_EPS = 1e-5
+
+# Bounds of config values (README "Limits"), checked when a config is built or loaded, so that a broken or absurd
+# checkpoint is refused by field name before any module is built. Generous for every released SAM: vit_h is 32 layers,
+# 1280 wide (MLP 5120), 16 heads, 1024 / 16 = 64 tokens a side; SAM-HQ, MobileSAM and SAM 2 stay well inside.
+MAX_IMAGE_SIZE = 8192  # input side in pixels (also the processor's longest_edge, pad_size and mask sizes)
+MAX_EMBEDDING_SIZE = 256  # side of the image-embedding grid, image_size // patch_size
+MAX_WIDTH = 8192  # any channel width: hidden sizes, MLP widths, positional features
+MAX_LAYERS = 128  # blocks of a stack, layers of a head
+MAX_HEADS = 128  # attention heads
+MAX_MULTIMASK_OUTPUTS = 16
+
+
+def check_config_values(
+    config: PreTrainedConfig,
+    integers: dict[str, tuple[int, int]] | None = None,
+    floats: dict[str, tuple[float, float]] | None = None,
+    flags: tuple[str, ...] = (),
+    activations: tuple[str, ...] = (),
+) -> None:
+    """Checks fields of `config`: `integers` / `floats` map a field to its inclusive `(low, high)` bounds (floats must
+    be finite), `flags` are booleans, `activations` names in transformers' `ACT2FN`. Raises a `ValueError` naming the
+    field as `<sub-config>.<field>`, e.g. `vision_config.patch_size`, for a wrong type too: config values come from
+    files, where a wrong type is a bad value."""
+    prefix = f"{config.base_config_key}." if getattr(config, "base_config_key", "") else ""
+    for name, (low, high) in (integers or {}).items():
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"{prefix}{name} must be an integer in [{low}, {high}], got {value!r}.")
+        if not low <= value <= high:
+            raise ValueError(f"{prefix}{name} must be an integer in [{low}, {high}], got {value}.")
+        setattr(config, name, int(value))
+    for name, (low, high) in (floats or {}).items():
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{prefix}{name} must be a number in [{low}, {high}], got {value!r}.")
+        if not (math.isfinite(value) and low <= value <= high):
+            raise ValueError(f"{prefix}{name} must be a finite number in [{low}, {high}], got {value}.")
+        setattr(config, name, float(value))
+    for name in flags:
+        if not isinstance(getattr(config, name), bool):
+            raise ValueError(f"{prefix}{name} must be True or False, got {getattr(config, name)!r}.")
+    for name in activations:
+        value = getattr(config, name)
+        if not isinstance(value, str) or value not in ACT2FN:
+            raise ValueError(f"{prefix}{name} must be an activation name of transformers' ACT2FN, got {value!r}.")
+
+
+def _check_input_size(config: PreTrainedConfig) -> None:
+    """`image_size` / `patch_size`: bounded, and the patches tile the input in a bounded grid."""
+    check_config_values(config, integers={"image_size": (1, MAX_IMAGE_SIZE), "patch_size": (1, MAX_IMAGE_SIZE)})
+    if config.image_size % config.patch_size or config.image_size // config.patch_size > MAX_EMBEDDING_SIZE:
+        raise ValueError(
+            f"{config.base_config_key}.image_size ({config.image_size}) must be a multiple of patch_size "
+            f"({config.patch_size}), with at most {MAX_EMBEDDING_SIZE} patches a side."
+        )
+
+
+# Decoder LayerNorm epsilons and the like: positive, and small enough not to swamp the variance they stabilise.
+EPS_BOUNDS = (1e-12, 1.0)
 
 # Image encoders `SamVisionConfig.backbone` selects: the paper's ViT, MobileSAM's TinyViT.
 BACKBONES = ("vit", "tiny_vit")
@@ -96,11 +157,32 @@ class SamVisionConfig(PreTrainedConfig):
     local_conv_size: int | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
+        check_config_values(
+            self,
+            integers={
+                **dict.fromkeys(("hidden_size", "output_channels", "num_pos_feats"), (1, MAX_WIDTH)),
+                "num_hidden_layers": (1, MAX_LAYERS),
+                "num_attention_heads": (1, MAX_HEADS),
+                "num_channels": (1, 4),
+                "window_size": (0, MAX_EMBEDDING_SIZE),
+            },
+            floats={"layer_norm_eps": EPS_BOUNDS, "mlp_ratio": (1 / 64, 64.0)},
+            flags=("qkv_bias", "use_abs_pos", "use_rel_pos"),
+            activations=("hidden_act",),
+        )
+        _check_input_size(self)
         if self.mlp_dim is None:
             self.mlp_dim = int(self.hidden_size * self.mlp_ratio)
-        self.global_attn_indexes = list(self.global_attn_indexes)
-        if self.image_size % self.patch_size:
-            raise ValueError(f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size}).")
+        check_config_values(self, integers={"mlp_dim": (1, MAX_WIDTH)})
+        indexes = self.global_attn_indexes
+        if not isinstance(indexes, (list, tuple)) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < self.num_hidden_layers for i in indexes
+        ):
+            raise ValueError(
+                f"vision_config.global_attn_indexes must be block indexes in [0, num_hidden_layers = "
+                f"{self.num_hidden_layers}), got {indexes!r}."
+            )
+        self.global_attn_indexes = list(indexes)
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {list(BACKBONES)}, got {self.backbone!r}.")
         if self.backbone == "tiny_vit":
@@ -191,6 +273,20 @@ class SamPromptEncoderConfig(PreTrainedConfig):
     hidden_act: str = "gelu"
     layer_norm_eps: float = 1e-6
 
+    def __post_init__(self, **kwargs: Any) -> None:
+        check_config_values(
+            self,
+            integers={
+                "hidden_size": (1, MAX_WIDTH),
+                "mask_input_channels": (4, MAX_WIDTH),
+                "num_point_embeddings": (4, 4),
+            },
+            floats={"layer_norm_eps": EPS_BOUNDS},
+            activations=("hidden_act",),
+        )
+        _check_input_size(self)
+        super().__post_init__(**kwargs)
+
     @property
     def image_embedding_size(self) -> int:
         """Side of the image-embedding grid, `image_size // patch_size` (64 for a 1024 input)."""
@@ -237,6 +333,25 @@ class SamMaskDecoderConfig(PreTrainedConfig):
     vit_dim: int | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
+        check_config_values(
+            self,
+            integers={
+                **dict.fromkeys(("hidden_size", "mlp_dim", "iou_head_hidden_dim"), (1, MAX_WIDTH)),
+                "num_hidden_layers": (1, MAX_LAYERS),
+                "num_attention_heads": (1, MAX_HEADS),
+                "attention_downsample_rate": (1, MAX_WIDTH),
+                "num_multimask_outputs": (1, MAX_MULTIMASK_OUTPUTS),
+                "iou_head_depth": (2, MAX_LAYERS),  # input and output layers at least
+            },
+            floats={"layer_norm_eps": EPS_BOUNDS},
+            activations=("hidden_act",),
+        )
+        internal = self.hidden_size // self.attention_downsample_rate
+        if internal == 0 or self.hidden_size % self.num_attention_heads or internal % self.num_attention_heads:
+            raise ValueError(
+                f"mask_decoder_config.num_attention_heads ({self.num_attention_heads}) must divide hidden_size "
+                f"({self.hidden_size}) and hidden_size // attention_downsample_rate ({internal})."
+            )
         if not isinstance(self.hq_token, bool):
             raise ValueError(f"hq_token must be a bool, got {self.hq_token!r}.")
         if self.hq_token and (not isinstance(self.vit_dim, int) or isinstance(self.vit_dim, bool) or self.vit_dim < 1):
@@ -367,6 +482,7 @@ class SamConfig(PreTrainedConfig):
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs: Any) -> None:
+        check_config_values(self, floats={"initializer_range": (0.0, 1.0)})
         super().__post_init__(**kwargs)
         vision, prompt = self.vision_config, self.prompt_encoder_config
         if (vision.image_size, vision.patch_size) != (prompt.image_size, prompt.patch_size):

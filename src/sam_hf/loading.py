@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import huggingface_hub
 import PIL.Image
 import PIL.ImageOps
 import torch
+from safetensors import SafetensorError
 
 from .clip_scoring import ClipScorer
 from .conversion import OFFICIAL_SUFFIXES, load_official
 from .modeling import SamModel
 from .processing import SamProcessor
+from .processing.image_inputs import MAX_IMAGE_PIXELS
 from .processing.image_processing_sam import pil_to_rgb
 
 # The small model this project trains on generated shapes and ships: the offline default of the CLI and the Space.
@@ -23,8 +27,6 @@ BUNDLED_MODEL_PATH = str(Path(__file__).parent / "bundled" / "sam-hf-shapes")
 # Its small CLIP, trained on the same scenes: scores regions for zero-shot text prompts on the bundled model.
 BUNDLED_CLIP_PATH = str(Path(__file__).parent / "bundled" / "sam-hf-shapes-clip")
 
-# Images above this many pixels are refused (decompression bombs); raise it with `open_image(..., max_pixels=...)`.
-MAX_IMAGE_PIXELS = 178_956_970  # PIL's own hard limit: 2 x its 89.5 MP warning threshold
 _PIL_LIMIT_LOCK = threading.Lock()  # PIL's limit is a global: lifted only while reading a header, one thread at a time
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -65,6 +67,18 @@ def _official_files(name: str) -> list[str]:
     except (OSError, ValueError):  # not a repository, not cached offline, no network
         return []
     return sorted(file for file in files if file.endswith(OFFICIAL_SUFFIXES))
+
+
+@contextlib.contextmanager
+def _damaged_files_named(name: str, json_file: str) -> Iterator[None]:
+    """Re-raises what a damaged or hostile checkpoint makes transformers fail with as a `ValueError` naming the file:
+    `json_file` nested deeper than Python's recursion limit, a safetensors file cut short or corrupt."""
+    try:
+        yield
+    except RecursionError:
+        raise ValueError(f"cannot read {name}/{json_file}: its JSON nests too deeply to be a SAM config.") from None
+    except SafetensorError as error:
+        raise ValueError(f"cannot read {name}/model.safetensors: truncated or corrupt ({error}).") from None
 
 
 def _hub_download(repo_id: str, filename: str) -> str:
@@ -130,7 +144,8 @@ def load_sam(
     checkpoint = _official_checkpoint(name, filename)
     if checkpoint is None:
         try:
-            sam = SamModel.from_pretrained(name)
+            with _damaged_files_named(name, "config.json"):
+                sam = SamModel.from_pretrained(name)
         except OSError:  # no model files: a directory or Hub repository holding one official checkpoint loads too
             official = _official_files(name)
             if len(official) > 1:
@@ -146,7 +161,8 @@ def load_sam(
         processor = SamProcessor.for_config(sam.config)
     else:
         try:
-            processor = SamProcessor.from_pretrained(name)
+            with _damaged_files_named(name, "processor_config.json"):
+                processor = SamProcessor.from_pretrained(name)
         except OSError:  # no processor config in the checkpoint
             processor = SamProcessor.for_config(sam.config)
     return sam.to(device=device, dtype=dtype).eval(), processor

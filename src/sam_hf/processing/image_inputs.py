@@ -10,6 +10,10 @@ import PIL.Image
 import torch
 
 MAX_SIDE = 2**31  # image sides must be below this (PIL's own limit): larger "sizes" are mistakes
+# Images above this many pixels are refused (decompression bombs): by `open_image` before decoding (raise it with
+# `open_image(..., max_pixels=...)`), by `post_process_masks` before upscaling masks to such a size (read at call time:
+# raise it by assigning `sam_hf.processing.image_inputs.MAX_IMAGE_PIXELS`).
+MAX_IMAGE_PIXELS = 178_956_970  # PIL's own hard limit: 2 x its 89.5 MP warning threshold
 
 IMAGES_FORM = (
     "a PIL image, an HxWxC / CxHxW uint8 array or tensor (C in 1, 3, 4; float in [0, 1] also accepted), "

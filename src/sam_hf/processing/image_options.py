@@ -11,6 +11,8 @@ from typing import Any
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling, SizeDict
 from transformers.processing_utils import ImagesKwargs
 
+from ..configuration_sam import MAX_IMAGE_SIZE
+
 # transformers' `SamImageProcessor` class defaults.
 DEFAULTS: dict[str, Any] = {
     "do_resize": True,
@@ -42,8 +44,9 @@ class SamImagesKwargs(ImagesKwargs, total=False):
 
 
 def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    """A size in pixels: an integer in [1, MAX_IMAGE_SIZE] (the bound of the models' input size)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 < value <= MAX_IMAGE_SIZE:
+        raise ValueError(f"{name} must be a positive integer of at most {MAX_IMAGE_SIZE} pixels, got {value!r}.")
     return int(value)
 
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from transformers import BaseImageProcessor, BatchFeature
 from transformers.image_utils import PILImageResampling, SizeDict
 
+from . import image_inputs
 from .image_inputs import (
     IMAGES_FORM,
     MAPS_FORM,
@@ -253,6 +254,9 @@ class SamHfImageProcessor(MaskGenerationMixin, BaseImageProcessor):
 
         Returns:
             list of `batch_size` tensors `(point_batch_size, num_masks, height, width)`.
+
+        Raises:
+            ValueError: naming the argument, e.g. an original size of more than `MAX_IMAGE_PIXELS` pixels.
         """
         pad_size = self.pad_size if pad_size is None else height_width_size("pad_size", pad_size)
         masks = [torch.from_numpy(m) if isinstance(m, np.ndarray) else m for m in masks]
@@ -267,6 +271,13 @@ class SamHfImageProcessor(MaskGenerationMixin, BaseImageProcessor):
                     f"(point_batch_size, num_masks, h, w) tensors, got {tuple(image_masks.shape)}."
                 )
         original_sizes = check_sizes("original_sizes", original_sizes)
+        max_pixels = image_inputs.MAX_IMAGE_PIXELS
+        if (original_sizes.prod(dim=1) > max_pixels).any():
+            raise ValueError(
+                f"original_sizes {original_sizes.tolist()}: masks of more than MAX_IMAGE_PIXELS={max_pixels} pixels "
+                "an image are refused (the size open_image reads); raise "
+                "sam_hf.processing.image_inputs.MAX_IMAGE_PIXELS to upscale to larger images."
+            )
         reshaped_input_sizes = check_sizes("reshaped_input_sizes", reshaped_input_sizes)
         if not len(masks) == len(original_sizes) == len(reshaped_input_sizes):
             raise ValueError(
