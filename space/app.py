@@ -17,7 +17,6 @@ import functools
 import io
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -58,9 +57,10 @@ EMBEDDING_CACHE_SIZE = 4  # embeddings kept per session (vit_b: 4 MB each)
 EMBEDDING_DTYPE = "float16"  # what the page receives: half of float32's bytes (vit_b: 2 MiB instead of 4)
 EXAMPLE_SEEDS = (3, 11, 27, 42)
 EXAMPLE_SIZE = 256
-# Request caps of the public API (#17 item 2): one prompt is at most this many points; more would hold the Space.
-MAX_POINTS = 64
+# Request caps of the public API (#17 item 2); the points per prompt are the library's (sam_hf.prompts).
 MAX_TEXT_CHARS = 1000
+MAX_BODY_BYTES = 1 << 20  # a request body other than a file upload (uploads: MAX_UPLOAD)
+MAX_UPLOAD = "50mb"
 # Everything-mode settings: the official thresholds suit real SAM checkpoints, the bundled preset the bundled model
 # (its predicted IoUs are lower); a 16x16 grid keeps the button quick.
 OFFICIAL_EVERYTHING = replace(OFFICIAL_SETTINGS, points_per_side=16)
@@ -151,9 +151,7 @@ class Prompts:
     @classmethod
     def from_json(cls, points: Any, box: Any, text: Any = None, text_method: Any = None) -> "Prompts":
         """The API's JSON as the library takes it; the library checks the values (`segment_prompts`). Only what is the
-        Space's own is checked here: its caps, an empty text box (no text), and text that JSON cannot carry back."""
-        if isinstance(points, (list, tuple)) and len(points) > MAX_POINTS:
-            raise ValueError(f"points: at most {MAX_POINTS} points per prompt, got {len(points)}.")
+        Space's own is checked here: the text's length, an empty text box (no text), text that JSON cannot carry."""
         if isinstance(text, str):
             if len(text) > MAX_TEXT_CHARS:
                 raise ValueError(f"text: at most {MAX_TEXT_CHARS} characters, got {len(text)}.")
@@ -477,6 +475,46 @@ def report_unreadable_uploads(image: gr.Image) -> gr.Image:
     return image
 
 
+class BodyLimit:
+    """ASGI middleware: a request body above `MAX_BODY_BYTES` (JSON prompts; Gradio's upload route has its own
+    `max_file_size`) is refused with 413 before Gradio parses it."""
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["path"].endswith("/upload"):
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+            return await self._refuse(send)
+        received = 0
+
+        async def counted() -> dict:  # a body sent without (or beyond) its length is counted too
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_BODY_BYTES:
+                raise ValueError(f"request body above {MAX_BODY_BYTES} bytes")
+            return message
+
+        return await self.app(scope, counted, send)
+
+    @staticmethod
+    async def _refuse(send: Callable) -> None:
+        body = json.dumps({"detail": f"Request body above {MAX_BODY_BYTES} bytes: send fewer points."}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def launch_options() -> dict[str, Any]:
+    """`demo.launch` options of this Space: the upload size and the request body limit."""
+    from starlette.middleware import Middleware
+
+    return {"max_file_size": MAX_UPLOAD, "app_kwargs": {"middleware": [Middleware(BodyLimit)]}}
+
+
 def write_examples(directory: Path) -> list[str]:
     """Generated scenes as PNG files, the examples of the page."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -489,9 +527,8 @@ def write_examples(directory: Path) -> list[str]:
 
 
 def _number(value: Any, name: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:  # NaN: False
         raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}.")
-    if not low <= value <= high:
         raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}.")
     return value
 
@@ -807,7 +844,7 @@ def main(argv: list[str] | None = None) -> None:
     demo = build_demo(
         args.model, args.device, args.dtype, args.concurrency, clip=args.clip, clip_pretrained=args.clip_pretrained
     )
-    demo.launch(server_name=args.host, server_port=args.port, max_file_size="50mb")
+    demo.launch(server_name=args.host, server_port=args.port, **launch_options())
 
 
 if __name__ == "__main__":

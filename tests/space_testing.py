@@ -30,7 +30,7 @@ def running_space(segmenter: app.Segmenter, **options: Any) -> Iterator[str]:
     """The Space launched in this process on a free local port (`options`: more `build_demo` arguments); yields its
     URL."""
     demo = app.build_demo(segmenter=segmenter, **options)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **app.launch_options())
     try:
         yield url
     finally:

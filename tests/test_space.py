@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from unittest.mock import ANY
 
 import gradio as gr
+import httpx
 import numpy as np
 import PIL.Image
 import pytest
@@ -22,6 +23,7 @@ from sam_hf import text_to_mask
 from sam_hf.everything import SamAutomaticMaskGenerator, decode_segmentation
 from sam_hf.geometry import centre_point, mask_boxes
 from sam_hf.loading import BUNDLED_CLIP_PATH, open_image
+from sam_hf.prompts import MAX_POINTS_PER_PROMPT
 from sam_hf.text_to_mask import segment_text
 from space import app
 from tests.space_testing import bundled_segmenter, iou, running_space, write_scene
@@ -175,7 +177,7 @@ def test_huge_image_is_shown_downscaled_and_answered_in_original_pixels(client: 
         ([[True, False]], None, None, "points must contain numbers, got bool"),
         (None, None, 5, "text must be a string, got int"),
         (None, None, ["red"], "text must be a string, got list"),
-        ([[1, 1, 1]] * (app.MAX_POINTS + 1), None, None, f"at most {app.MAX_POINTS} points"),
+        ([[1, 1, 1]] * (MAX_POINTS_PER_PROMPT + 1), None, None, f"limit MAX_POINTS_PER_PROMPT={MAX_POINTS_PER_PROMPT}"),
     ],
 )
 def test_bad_prompts_are_messages(client: Client, scenes: list, points, box, text, message: str) -> None:
@@ -399,3 +401,13 @@ def test_model_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_mode
     bundled = bundled_segmenter()
     assert bundled.everything_defaults == app.BUNDLED_EVERYTHING
     assert bundled.clip is not None and bundled.clip_name == "bundled sam-hf-shapes-clip"
+
+
+def test_request_body_is_capped(url: str) -> None:
+    points = [[1, 1, 1]] * 200_000  # ~2.4 MB of JSON: refused before Gradio parses it (#17 item 2)
+    body = json.dumps({"data": [None, points, None, True, None, "auto"], "fn_index": 0, "session_hash": "x"})
+    assert len(body) > app.MAX_BODY_BYTES
+    response = httpx.post(f"{url}gradio_api/queue/join", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "send fewer points" in response.text
+    small = httpx.post(f"{url}gradio_api/queue/join", json={"data": [], "fn_index": 0, "session_hash": "x"})
+    assert small.status_code != 413
