@@ -247,7 +247,7 @@ def test_onnx_encoder_matches_pytorch(tiny_mobile_model, tmp_path):
     np.testing.assert_allclose(onnx_embeddings, expected.numpy(), atol=1e-4, rtol=0)
 
 
-def test_attentions_hidden_states_and_eager_path(tiny_mobile_model):
+def test_attentions_and_hidden_states(tiny_mobile_model):
     pixels = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         output = tiny_mobile_model.vision_encoder(pixels, output_attentions=True, output_hidden_states=True)

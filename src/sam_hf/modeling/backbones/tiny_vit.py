@@ -96,9 +96,8 @@ class TinyViTAttention(nn.Module):
     """Pre-norm multi-head self-attention inside one square window, plus a learned bias per head and relative offset
     `(|dy|, |dx|)` (`attention_biases`, `(heads, window_size ** 2)`): `(windows, tokens, width)` -> the same shape."""
 
-    def __init__(self, config: SamVisionConfig, width: int, num_heads: int, window_size: int) -> None:
+    def __init__(self, width: int, num_heads: int, window_size: int) -> None:
         super().__init__()
-        self.config = config
         self.num_heads = num_heads
         self.window_size = window_size
         self.layer_norm = nn.LayerNorm(width, eps=BLOCK_LAYER_NORM_EPS)
@@ -115,16 +114,14 @@ class TinyViTAttention(nn.Module):
         qkv = self.qkv(self.layer_norm(hidden_states)).view(num_windows, num_tokens, self.num_heads, -1)
         # Per head, the official layout is [query | key | value] (not three width-wide blocks).
         query, key, value = qkv.transpose(1, 2).chunk(3, dim=-1)  # each (windows, heads, tokens, head_dim)
-        bias = self.attention_biases[:, attention_bias_index(self.window_size, hidden_states.device)]
-        attn_weights = None
-        if output_attentions or self.config._attn_implementation == "eager":
-            logits = (query * query.shape[-1] ** -0.5) @ key.transpose(-1, -2) + bias
-            attn_weights = torch.softmax(logits, dim=-1)
-            attn_output = attn_weights @ value
-            attn_weights = attn_weights.flatten(0, 1) if output_attentions else None
-        else:
-            attn_output = F.scaled_dot_product_attention(query, key, value, attn_mask=bias.to(query.dtype))
-        return self.proj(attn_output.transpose(1, 2).reshape(num_windows, num_tokens, width)), attn_weights
+        # Computed explicitly whatever `attn_implementation`: for MobileSAM's windows (49 and 196 tokens) with a bias,
+        # torch's CPU SDPA measured 1.5-2x slower than these three operations, and the weights are small.
+        logits = (query * query.shape[-1] ** -0.5) @ key.transpose(-1, -2)
+        logits.add_(self.attention_biases[:, attention_bias_index(self.window_size, hidden_states.device)])
+        attn_weights = torch.softmax(logits, dim=-1)
+        attn_output = attn_weights @ value
+        attn_output = self.proj(attn_output.transpose(1, 2).reshape(num_windows, num_tokens, width))
+        return attn_output, attn_weights.flatten(0, 1) if output_attentions else None
 
 
 class TinyViTMLP(nn.Module):
@@ -148,7 +145,7 @@ class TinyViTLayer(GradientCheckpointingLayer):
     def __init__(self, config: SamVisionConfig, width: int, num_heads: int, window_size: int) -> None:
         super().__init__()
         self.window_size = window_size
-        self.attn = TinyViTAttention(config, width, num_heads, window_size)
+        self.attn = TinyViTAttention(width, num_heads, window_size)
         self.local_conv = TinyViTConvBatchNorm(width, width, kernel_size=config.local_conv_size, groups=width)
         self.mlp = TinyViTMLP(width, int(width * config.mlp_ratio))
 
