@@ -3,6 +3,9 @@ PyTorch numbers and the official `SamOnnxModel`'s, with the official input layou
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -201,3 +204,27 @@ def test_export_command_takes_an_official_checkpoint(small_pair, tmp_path, monke
     assert capsys.readouterr().out.splitlines() == [
         f"wrote {tmp_path / 'out' / name}" for name in (ENCODER_FILE, DECODER_FILE)
     ]
+
+
+def test_cached_decoder_exports_once_per_model(small_pair, tmp_path, monkeypatch) -> None:
+    exported = []
+
+    def fake_export(model, path, return_single_mask=False, opset=onnx_export.DEFAULT_OPSET):
+        exported.append(path)
+        Path(path).write_bytes(b"graph")
+        return Path(path)
+
+    monkeypatch.setattr(onnx_export, "export_decoder", fake_export)
+    model = small_pair[1]
+    first = onnx_export.cached_decoder(model, tmp_path)
+    assert onnx_export.cached_decoder(model, tmp_path) == first and len(exported) == 1  # the second call: cached
+    assert first.read_bytes() == b"graph" and first.parent.name == onnx_export.decoder_cache_key(model)
+    vision_only = copy.deepcopy(model)
+    with torch.no_grad():
+        vision_only.vision_encoder.neck.conv1.weight.add_(1.0)  # the image encoder is not in the decoder graph
+    assert onnx_export.decoder_cache_key(vision_only) == onnx_export.decoder_cache_key(model)
+    with torch.no_grad():
+        vision_only.mask_decoder.iou_prediction_head.proj_in.weight.add_(1.0)
+    assert onnx_export.cached_decoder(vision_only, tmp_path) != first and len(exported) == 2
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert onnx_export.default_cache_dir() == tmp_path / "xdg" / "sam_hf" / "onnx"

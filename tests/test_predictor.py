@@ -1,11 +1,12 @@
 """`SamPredictor` and `load_sam` against the official `SamPredictor` on the same (small, random) weights."""
 
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 from segment_anything import SamPredictor as OfficialPredictor
 
-from sam_hf import BUNDLED_MODEL_PATH, SamPredictor, load_sam
+from sam_hf import BUNDLED_MODEL_PATH, EmbeddingCache, SamPredictor, load_sam
 from sam_hf.loading import open_image
 from sam_hf.processing import SamProcessor
 
@@ -95,3 +96,23 @@ def test_open_image_names_the_bad_file(tmp_path):
     (tmp_path / "notes.png").write_text("not an image")
     with pytest.raises(ValueError, match=r"notes\.png"):
         open_image(tmp_path / "notes.png")
+
+
+def test_embedding_cache_is_an_lru_keyed_by_content(small_pair):
+    predictor = SamPredictor(small_pair[1])
+    calls = []
+    embed = predictor.embed
+    predictor.embed = lambda image: calls.append(1) or embed(image)
+    cache = EmbeddingCache(max_size=2)
+    images = [np.full((20, 30, 3), value, np.uint8) for value in (10, 20, 30)]
+    first = cache.embed(predictor, images[0])
+    again = cache.embed(predictor, images[0].copy())  # equal pixels, another array: the same entry
+    assert not first.cached and again.cached and again.image is first.image and len(calls) == 1
+    assert cache.embed(predictor, PIL.Image.fromarray(images[0])).cached  # a PIL image of the same pixels too
+    cache.embed(predictor, images[1])
+    cache.embed(predictor, images[0])  # most recently used: images[1] is the oldest now
+    cache.embed(predictor, images[2])
+    assert len(cache) == 2 and first.key in cache and cache.key(images[1]) not in cache and len(calls) == 3
+    torch.testing.assert_close(first.image.image_embeddings, embed(images[0]).image_embeddings)
+    with pytest.raises(ValueError, match="max_size must be a positive integer"):
+        EmbeddingCache(0)

@@ -28,7 +28,7 @@ from sam_hf.text_to_mask import segment_text
 from space import app
 from tests.space_testing import bundled_segmenter, iou, running_space, write_scene
 
-SEEDS = (101, 102)  # scenes the bundled model never trained on (its training seeds start elsewhere)
+SEEDS = (101, 102)  # generated scenes (the floors below are far under the bundled model's held-out scores)
 # Floors well under the bundled model's held-out mIoU (0.93 point best-of-3, 0.93 box) yet far above chance.
 POINT_FLOOR, BOX_FLOOR, EVERYTHING_FLOOR = 0.6, 0.6, 0.5
 # Text prompts: a held-out scene of three objects, each of which the bundled model + CLIP segment by name (zero-shot

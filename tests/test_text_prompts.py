@@ -9,13 +9,13 @@ import pytest
 import safetensors.torch
 import torch
 
-from sam_hf import SamConfig, SamModel, SamPredictor, SamProcessor
+from sam_hf import Prediction, SamConfig, SamModel, SamPredictor, SamProcessor, TextSegmentation
 from sam_hf.clip_scoring import ClipScorer, region_view
 from sam_hf.data import ShapesDataset, generate_scene
 from sam_hf.geometry import mask_iou
 from sam_hf.loading import load_sam
 from sam_hf.processing.tokenization import tokenize
-from sam_hf.text_to_mask import rank_regions, segment_text
+from sam_hf.text_to_mask import rank_regions, segment_prompts, segment_text
 from sam_hf.training import train_text_token
 from tests.helpers import TINY_CLIP, perturb_, tiny_clip_scorer, tiny_config, tiny_text_config
 
@@ -309,3 +309,28 @@ def test_text_token_training_lowers_the_loss(tmp_path):
     trained = SamModel.from_pretrained(tmp_path)
     assert trained.config.text_config is not None
     assert SamProcessor.from_pretrained(tmp_path).text_context_length == 12
+
+
+def test_segment_prompts_dispatches_and_checks_like_the_library(bundled_predictor):
+    scene = generate_scene(1_000_000_003, 128)
+    embedded = bundled_predictor.embed(scene.image)
+    point = [[40, 50, 1], [5, 5, 0]]
+    got = segment_prompts(bundled_predictor, scene.image, point, multimask=False, embedded=embedded)
+    want = bundled_predictor.predict([[40, 50], [5, 5]], [1, 0], multimask_output=False, image=embedded)
+    assert isinstance(got, Prediction)
+    np.testing.assert_array_equal(got.masks, want.masks)
+    assert segment_prompts(bundled_predictor, scene.image, [[40, 50]]).masks.shape == (3, 128, 128)  # label 1
+    text = segment_prompts(bundled_predictor, scene.image, point, text="red circle", multimask=False, embedded=embedded)
+    assert isinstance(text, TextSegmentation) and text.method == "learned" and len(text.masks) == 1
+    for points, error, message in [
+        ([[1, 2, 1.7]], ValueError, "point labels must be 1"),
+        ([[1, 2, True]], TypeError, "points must contain numbers, got bool"),
+        ([[1, 2, 3, 4]], ValueError, "points entries must have 2 or 3 values"),
+        ([[float("nan"), 2]], ValueError, "points contain NaN"),
+    ]:
+        with pytest.raises(error, match=message):
+            segment_prompts(bundled_predictor, scene.image, points, embedded=embedded)
+    with pytest.raises(ValueError, match="Add at least one point, a box or a text"):
+        segment_prompts(bundled_predictor, scene.image, embedded=embedded)
+    with pytest.raises(TypeError, match="text must be a string, got int"):
+        segment_prompts(bundled_predictor, scene.image, text=5, embedded=embedded)
