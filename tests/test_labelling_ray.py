@@ -4,6 +4,8 @@ sources, COCO export and the Hub upload wiring. One local Ray with 3 logical CPU
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -53,12 +55,26 @@ def scenes(tmp_path_factory) -> Path:
     return directory
 
 
+def ray_command(source: Path, out: Path, concurrency: int = 2) -> list[str]:
+    return ["everything", str(source), "--engine", "ray", "--concurrency", str(concurrency), "--out", str(out), *FLAGS]
+
+
 @pytest.fixture(scope="module")
-def folder_labels(scenes, tmp_path_factory) -> dict[str, list]:
-    """`file_name -> masks` of the scenes labelled by one undisturbed actor."""
-    out = tmp_path_factory.mktemp("folder") / "labels"
-    assert label_with_ray(scenes, out, Generator(), SETTINGS, progress=False)["images"] == 6
-    return {row["file_name"]: row["masks"] for row in ParquetLabels(out).results()}
+def ray_run(scenes, tmp_path_factory) -> dict:
+    """The scenes labelled once by `sam-hf everything --engine ray --concurrency 2 --coco`: the label directory, the
+    COCO export, the exit status, stdout and `file_name -> masks`."""
+    work = tmp_path_factory.mktemp("ray")
+    with contextlib.redirect_stdout(io.StringIO()) as stdout, pytest.raises(SystemExit) as exit_:
+        main([*ray_command(scenes, work / "labels"), "--coco", str(work / "coco.json")])
+    masks = {row["file_name"]: row["masks"] for row in ParquetLabels(work / "labels").results()}
+    coco = json.loads((work / "coco.json").read_text())
+    return {
+        "out": work / "labels",
+        "coco": coco,
+        "status": exit_.value.code,
+        "stdout": stdout.getvalue(),
+        "masks": masks,
+    }
 
 
 def run_cli(args: list[str], capsys) -> tuple[int | str, str]:
@@ -107,22 +123,23 @@ class DyingGenerator(Generator):
         return generator
 
 
-def test_ray_labels_as_the_local_engine_and_resumes(scenes, tmp_path, capsys, monkeypatch) -> None:
-    out, coco_file, local = tmp_path / "labels", tmp_path / "coco.json", tmp_path / "local.json"
-    command = ["everything", str(scenes), "--engine", "ray", "--concurrency", "2", "--out", str(out), *FLAGS]
-    status, stdout = run_cli([*command, "--coco", str(coco_file)], capsys)
+def test_ray_labels_as_the_local_engine_and_resumes(scenes, ray_run, tmp_path, capsys, monkeypatch) -> None:
+    status, coco = ray_run["status"], ray_run["coco"]
     assert isinstance(status, str) and status.startswith("sam-hf everything: 1 of 6 files could not be read")
-    assert "6 images (6 labelled now)" in stdout and "broken.png" in status
+    assert "6 images (6 labelled now)" in ray_run["stdout"] and "broken.png" in status
 
     # The same masks and records as the single-process engine (its own run, the same failure).
+    local = tmp_path / "local.json"
     local_status, _ = run_cli(["everything", str(scenes), "--out", str(local), *FLAGS], capsys)
     assert local_status == status.replace("error column", "info.failed")
-    coco, expected = json.loads(coco_file.read_text()), json.loads(local.read_text())
+    expected = json.loads(local.read_text())
     assert_same_coco(coco, expected)
     assert coco["info"]["failed"] == expected["info"]["failed"]
     assert [image["file_name"] for image in coco["images"]] == ["a.png", "b.png", "c.png", "d.png", "more/e.png"]
 
     # A Hugging Face dataset: one row per image, the SA-1B record fields per mask.
+    out = tmp_path / "labels"
+    shutil.copytree(ray_run["out"], out)
     rows = datasets.load_dataset("parquet", data_dir=str(out / "data"), split="train")
     assert sorted(rows["file_name"]) == ["a.png", "b.png", "broken.png", "c.png", "d.png", "more/e.png"]
     row = next(row for row in rows if row["file_name"] == "a.png")
@@ -133,8 +150,10 @@ def test_ray_labels_as_the_local_engine_and_resumes(scenes, tmp_path, capsys, mo
     }
     assert sum(len(masks or []) for masks in rows["masks"]) == len(coco["annotations"])  # null: not readable
 
-    # Resume: nothing to do again (and the shards go to the Hub as a dataset: the upload is recorded, no network);
-    # a file whose content changed is labelled again and keeps one row.
+    # Resume (from a copy of the images): nothing to do again (and the shards go to the Hub as a dataset: the upload is
+    # recorded, no network); an image whose content changed is labelled again and keeps one row.
+    images = shutil.copytree(scenes, tmp_path / "images")
+    command = ray_command(images, out, concurrency=1)
     calls = []
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create", repo_id, kw)))
     monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: calls.append(("upload", kw["repo_id"], kw)))
@@ -142,14 +161,11 @@ def test_ray_labels_as_the_local_engine_and_resumes(scenes, tmp_path, capsys, mo
     assert [call[:2] for call in calls] == [("create", "user/labels"), ("upload", "user/labels")]
     assert calls[0][2]["repo_type"] == calls[1][2]["repo_type"] == "dataset"
     assert calls[1][2]["folder_path"] == out and "data/*.parquet" in calls[1][2]["allow_patterns"]
-    shutil.copyfile(scenes / "a.png", tmp_path / "a.png")
-    try:
-        PIL.Image.fromarray(generate_scene(299, 96).image).save(scenes / "a.png")
-        assert "6 images (1 labelled now)" in run_cli(command, capsys)[1]
-    finally:
-        shutil.copyfile(tmp_path / "a.png", scenes / "a.png")
-    names = [row["file_name"] for row in ParquetLabels(out).results()]
-    assert sorted(names) == sorted(set(names)) and len(names) == 6
+    PIL.Image.fromarray(generate_scene(299, 96).image).save(images / "a.png")
+    assert "6 images (1 labelled now)" in run_cli(command, capsys)[1]
+    rows = {row["file_name"]: row for row in ParquetLabels(out).results()}
+    assert len(rows) == 6 and sum(1 for _ in ParquetLabels(out).results()) == 6  # one row per image
+    assert rows["a.png"]["masks"] != ray_run["masks"]["a.png"] and rows["b.png"]["masks"] == ray_run["masks"]["b.png"]
 
     # Other settings do not mix into these shards.
     with pytest.raises(SystemExit) as exit_:
@@ -157,18 +173,18 @@ def test_ray_labels_as_the_local_engine_and_resumes(scenes, tmp_path, capsys, mo
     assert exit_.value.code == 2 and "holds labels made with other settings (box_nms_thresh)" in capsys.readouterr().err
 
 
-def test_a_killed_actor_is_retried_and_every_image_labelled_once(scenes, folder_labels, tmp_path) -> None:
+def test_a_killed_actor_is_retried_and_every_image_labelled_once(scenes, ray_run, tmp_path) -> None:
     marker = tmp_path / "killed"
     summary = label_with_ray(scenes, tmp_path / "labels", DyingGenerator(marker), SETTINGS, concurrency=2)
     assert marker.read_text().isdigit()  # an actor process was killed mid-run
     assert summary["labelled"] == summary["images"] == 6
     assert [item["file_name"] for item in summary["failed"]] == ["broken.png"]
     results = list(ParquetLabels(tmp_path / "labels").results())
-    assert sorted(row["file_name"] for row in results) == sorted(folder_labels)  # each image exactly once
-    assert all(row["masks"] == folder_labels[row["file_name"]] for row in results)
+    assert sorted(row["file_name"] for row in results) == sorted(ray_run["masks"])  # each image exactly once
+    assert all(row["masks"] == ray_run["masks"][row["file_name"]] for row in results)
 
 
-def test_a_dataset_is_a_source(scenes, folder_labels, tmp_path) -> None:
+def test_a_dataset_is_a_source(scenes, ray_run, tmp_path) -> None:
     """A `save_to_disk` dataset is read as a stream: rows named by their index, an unreadable image recorded, the
     same masks as the same image from a folder."""
     images = [{"bytes": (scenes / name).read_bytes(), "path": None} for name in ("a.png", "broken.png", "c.png")]
@@ -179,5 +195,5 @@ def test_a_dataset_is_a_source(scenes, folder_labels, tmp_path) -> None:
     assert summary["images"] == 3 and [item["file_name"] for item in summary["failed"]] == ["1"]
     rows = {row["file_name"]: row for row in ParquetLabels(tmp_path / "labels").results()}
     assert sorted(rows) == ["0", "1", "2"] and [rows[name]["image_id"] for name in "012"] == [0, 1, 2]
-    assert rows["0"]["masks"] == folder_labels["a.png"] and rows["2"]["masks"] == folder_labels["c.png"]
+    assert rows["0"]["masks"] == ray_run["masks"]["a.png"] and rows["2"]["masks"] == ray_run["masks"]["c.png"]
     assert "cannot read '1' as an image" in rows["1"]["error"]
