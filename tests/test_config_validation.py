@@ -34,6 +34,7 @@ BAD_VALUES = [
     ("vision_config", "layer_norm_eps", math.nan, "vision_config.layer_norm_eps must be a finite number"),
     ("mask_decoder_config", "num_hidden_layers", -1, "mask_decoder_config.num_hidden_layers must be an integer"),
     ("vision_config", "image_size", 10**6, "vision_config.image_size must be an integer in [1, 8192]"),
+    ("vision_config", "window_size", 9, "vision_config.window_size must be an integer in [0, 8]"),
     ("vision_config", "global_attn_indexes", [2, 40], "vision_config.global_attn_indexes must be block indexes"),
     ("vision_config", "hidden_size", 33, "hidden_size (33) must be divisible by num_attention_heads"),
     ("vision_config", "mlp_ratio", math.inf, "vision_config.mlp_ratio must be a finite number"),

@@ -1,7 +1,7 @@
 """Fuzzing (hypothesis) of the public entry points: `SamProcessor.__call__`, `SamModel.forward` (tiny config),
-`SamAutomaticMaskGenerator(...)` and `.generate`, `segment_text`, `SamPredictor.predict` and the CLI's `parse_point` /
-`parse_box`, with random shapes, dtypes, NaN / inf, huge and negative coordinates, empty lists, mismatched batch sizes
-and random unicode.
+`SamAutomaticMaskGenerator(...)` and `.generate`, `segment_text`, `SamPredictor.predict`, the CLI's `parse_point` /
+`parse_box` and config values (`SamConfig` from dicts), with random shapes, dtypes, NaN / inf, huge and negative
+coordinates, empty lists, mismatched batch sizes and random unicode.
 
 The property: a call either succeeds with outputs of the documented shapes, or raises a `ValueError` / `TypeError`
 whose message names one of the arguments the call was given (the CLI parsers: `argparse.ArgumentTypeError`, which
@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
-from sam_hf import SamAutomaticMaskGenerator, SamModel, SamPredictor, SamProcessor
+from sam_hf import SamAutomaticMaskGenerator, SamConfig, SamModel, SamPredictor, SamProcessor
 from sam_hf.cli import parse_box, parse_point
 from sam_hf.everything import OUTPUT_MODES, decode_segmentation
 from sam_hf.predictor import EmbeddedImage
@@ -783,6 +783,64 @@ def test_the_property_check_fails_on_foreign_errors_and_hangs():
     with pytest.raises(Hang), hang_guard(0.2):
         while True:
             pass
+
+
+# --- config values ---------------------------------------------------------------------------------------------------
+
+# Fields of `tiny_config()` that fuzzing changes, by sub-config ("" = SamConfig's own). Valid draws stay small (a tiny
+# model builds and runs in milliseconds); hostile ones are NaN, infinities, negatives, huge numbers and wrong types.
+CONFIG_FIELDS = {
+    "vision_config": [
+        *("hidden_size", "output_channels", "num_hidden_layers", "num_attention_heads", "num_channels"),
+        *("image_size", "patch_size", "hidden_act", "layer_norm_eps", "qkv_bias", "mlp_ratio", "mlp_dim"),
+        *("use_abs_pos", "use_rel_pos", "window_size", "global_attn_indexes", "num_pos_feats"),
+    ],
+    "prompt_encoder_config": [
+        *("hidden_size", "image_size", "patch_size", "mask_input_channels", "num_point_embeddings", "hidden_act"),
+        "layer_norm_eps",
+    ],
+    "mask_decoder_config": [
+        *("hidden_size", "hidden_act", "mlp_dim", "num_hidden_layers", "num_attention_heads"),
+        *("attention_downsample_rate", "num_multimask_outputs", "iou_head_depth", "iou_head_hidden_dim"),
+        "layer_norm_eps",
+    ],
+    "": ["initializer_range"],
+}
+CONFIG_VALUES = st.one_of(
+    st.integers(-2, 70),
+    st.sampled_from([128, 10**6, 2**63, 10**400, -(10**9)]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([1e-6, 1e-5, 0.5, 4.0, 1e-30, 1e30, -1e-6]),
+    st.sampled_from(["gelu", "relu", "silu", "no_such_act", "", "1"]),
+    st.lists(st.integers(-2, 5), max_size=3),
+    JUNK,
+)
+
+
+@fuzz_settings(ci_examples=40)
+@given(data=st.data())
+def test_config_values(data: st.DataObject) -> None:
+    """A config from dicts with fuzzed values either builds a model that runs (pixels to masks, finite scores) or is
+    refused with a ValueError / TypeError naming a changed field; nothing else (ZeroDivisionError, MemoryError, a
+    model of 10**6 layers being built ...)."""
+    configs = tiny_config().to_dict()
+    changed = set()
+    for _ in range(data.draw(st.integers(1, 3))):
+        sub_config = data.draw(st.sampled_from(sorted(CONFIG_FIELDS)))
+        name = data.draw(st.sampled_from(CONFIG_FIELDS[sub_config]))
+        (configs[sub_config] if sub_config else configs)[name] = data.draw(CONFIG_VALUES)
+        changed.add(name)
+    kwargs = {key: configs[key] for key in ("vision_config", "prompt_encoder_config", "mask_decoder_config")}
+    model = call(lambda: SamModel(SamConfig(**kwargs, initializer_range=configs["initializer_range"])).eval(), changed)
+    if model is None:
+        return
+    vision = model.config.vision_config
+    pixels = torch.randn(1, vision.num_channels, vision.image_size, vision.image_size)
+    with torch.no_grad():
+        outputs = model(pixel_values=pixels, input_points=torch.rand(1, 2, 1, 2) * vision.image_size)
+    decoder = model.config.mask_decoder_config
+    assert outputs.iou_scores.shape == (1, 2, decoder.num_multimask_outputs)
+    assert torch.isfinite(outputs.iou_scores).all()
 
 
 # --- what fuzzing found: each case once, deterministically -----------------------------------------------------------

@@ -164,13 +164,14 @@ class SamVisionConfig(PreTrainedConfig):
                 "num_hidden_layers": (1, MAX_LAYERS),
                 "num_attention_heads": (1, MAX_HEADS),
                 "num_channels": (1, 4),
-                "window_size": (0, MAX_EMBEDDING_SIZE),
             },
             floats={"layer_norm_eps": EPS_BOUNDS, "mlp_ratio": (1 / 64, 64.0)},
             flags=("qkv_bias", "use_abs_pos", "use_rel_pos"),
             activations=("hidden_act",),
         )
         _check_input_size(self)
+        # A window larger than the token grid pads it to the window: a 256-token window over 8x8 tokens is 65536 tokens.
+        check_config_values(self, integers={"window_size": (0, self.image_size // self.patch_size)})
         if self.mlp_dim is None:
             self.mlp_dim = int(self.hidden_size * self.mlp_ratio)
         check_config_values(self, integers={"mlp_dim": (1, MAX_WIDTH)})
