@@ -26,7 +26,7 @@ from tests.helpers import make_prompts, perturb_, run_sam_hf, scene_image, tiny_
 
 with warnings.catch_warnings():  # segment_anything_hq imports timm's deprecated paths and re-registers its models
     warnings.simplefilter("ignore")
-    from segment_anything_hq import sam_model_registry_baseline
+    from segment_anything_hq import sam_model_registry, sam_model_registry_baseline
     from segment_anything_hq.modeling.tiny_vit_sam import Attention as OfficialTinyViTAttention
 
 EMBEDDING_ATOL = 5e-5
@@ -50,6 +50,7 @@ def tiny_mobile_config() -> SamConfig:
         "window_sizes": [7, 7, 7, 4],
         "output_channels": 64,
         "num_pos_feats": 32,
+        "window_size": 8,  # a ViT field, unused by TinyViT, that must still fit the 8x8 token grid
     }
     return SamConfig(
         vision_config=vision,
@@ -285,3 +286,53 @@ def test_training_with_a_frozen_encoder_keeps_batch_norm_statistics():
     with torch.no_grad():
         model.get_image_embeddings(pixel_values)
     assert not torch.equal(batch_norms[0].running_mean, encoder_before["patch_embed.conv1.batch_norm.running_mean"])
+
+
+@pytest.mark.heavy
+def test_light_hq_vit_tiny_matches_the_official():
+    """SAM-HQ on TinyViT (`segment_anything_hq.sam_model_registry["vit_tiny"]`): its state dict converts (the HQ
+    decoder fuses the second stage's output, 160 channels), and embeddings, masks and IoU equal the official, with and
+    without `hq_token_only` (the official output is the first of sam_hf's: transformers' layout, sorted by IoU)."""
+    torch.manual_seed(0)
+    official = perturb_(sam_model_registry["vit_tiny"](), seed=8, buffers=True)
+    model = build_model(official.state_dict())
+    assert model.config.mask_decoder_config.vit_dim == 160
+    gaussian = official.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix.numel()
+    expected_count = sum(p.numel() for p in official.parameters()) + gaussian - CLASSIFIER_PARAMETERS
+    assert sum(p.numel() for p in model.parameters()) == expected_count
+    pixels = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        embedding, interm = official.image_encoder(pixels)
+        ours = model.get_image_embeddings(pixels)
+    torch.testing.assert_close(ours[:, :256], embedding, atol=EMBEDDING_ATOL, rtol=0)
+    torch.testing.assert_close(ours[:, 256:], interm[0].permute(0, 3, 1, 2), atol=EMBEDDING_ATOL, rtol=0)
+    for case, multimask, hq_token_only in [
+        ("points_box", True, False),
+        ("point", False, True),
+        ("mask_only", True, True),
+    ]:
+        prompts = make_prompts(case, 1024, 256)
+        points = None if prompts["coords"] is None else (prompts["coords"], prompts["labels"])
+        with torch.no_grad():
+            sparse, dense = official.prompt_encoder(points=points, boxes=prompts["boxes"], masks=prompts["masks"])
+            expected_masks, expected_iou = official.mask_decoder(
+                image_embeddings=embedding,
+                image_pe=official.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask,
+                hq_token_only=hq_token_only,
+                interm_embeddings=interm,
+            )
+            masks = prompts["masks"]
+            output = model(
+                image_embeddings=ours,
+                input_points=None if points is None else prompts["coords"][None],
+                input_labels=None if points is None else prompts["labels"][None],
+                input_boxes=None if prompts["boxes"] is None else prompts["boxes"][None],
+                input_masks=None if masks is None else masks[:, 0][None],
+                multimask_output=multimask,
+                hq_token_only=hq_token_only,
+            )
+        torch.testing.assert_close(output.pred_masks[0, :, :1], expected_masks, atol=LOGITS_ATOL, rtol=0)
+        torch.testing.assert_close(output.iou_scores[0, :, :1], expected_iou, atol=LOGITS_ATOL, rtol=0)

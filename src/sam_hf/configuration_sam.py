@@ -250,6 +250,22 @@ def _check_tiny_vit(config: SamVisionConfig) -> None:
         raise ValueError(f"local_conv_size must be a positive odd int (a 'same' convolution), got {size!r}.")
 
 
+def _check_tiny_vit_hq(vision: SamVisionConfig, decoder: SamMaskDecoderConfig) -> None:
+    """SAM-HQ on TinyViT (the official light `vit_tiny` HQ) fuses the second stage's output, after its patch merging:
+    it needs a third stage, no downsampling after that merge, and `vit_dim` = `embed_dims[2]`."""
+    if len(vision.embed_dims) < 3 or math.prod(vision.merge_strides[2:]) != 1:
+        raise ValueError(
+            "mask_decoder_config.hq_token on a TinyViT fuses the second stage's output at the embedding grid: "
+            "vision_config needs at least 3 stages and merge_strides of 1 after the second merge, got "
+            f"embed_dims {vision.embed_dims}, merge_strides {vision.merge_strides}."
+        )
+    if decoder.vit_dim != vision.embed_dims[2]:
+        raise ValueError(
+            f"mask_decoder_config.vit_dim ({decoder.vit_dim}) must equal vision_config.embed_dims[2] "
+            f"({vision.embed_dims[2]}): it is the width of the TinyViT feature SAM-HQ fuses."
+        )
+
+
 class SamPromptEncoderConfig(PreTrainedConfig):
     r"""Prompt encoder: points, box corners, and dense mask prompts.
 
@@ -504,12 +520,14 @@ class SamConfig(PreTrainedConfig):
                 "prompt tokens."
             )
         decoder = self.mask_decoder_config
-        if decoder.hq_token and not vision.global_attn_indexes:
+        if decoder.hq_token and vision.backbone == "tiny_vit":
+            _check_tiny_vit_hq(vision, decoder)
+        elif decoder.hq_token and not vision.global_attn_indexes:
             raise ValueError(
                 "mask_decoder_config.hq_token needs a ViT with global attention: its first global block's "
                 "output is the early feature SAM-HQ fuses; vision_config.global_attn_indexes is empty."
             )
-        if decoder.hq_token and decoder.vit_dim != vision.hidden_size:
+        elif decoder.hq_token and decoder.vit_dim != vision.hidden_size:
             raise ValueError(
                 f"mask_decoder_config.vit_dim ({decoder.vit_dim}) must equal vision_config.hidden_size "
                 f"({vision.hidden_size}): it is the width of the ViT feature SAM-HQ fuses."
