@@ -117,6 +117,9 @@ class Segmenter:
 def browser_decoder(model: Any) -> Path | None:
     """The model's ONNX decoder graph (exported once per model, then cached), or `None` (and a warning) when it cannot
     be exported or onnxruntime-web is not installed: the page then decodes on the server."""
+    if model.config.mask_decoder_config.hq_token:
+        logger.info("SAM-HQ: the page's decoder graph takes no early ViT feature: prompts decode on the server")
+        return None
     if not (ORT_DIR / ORT_MODULE).is_file():
         logger.warning(
             "onnxruntime-web is missing (%s; run `npm ci --prefix space`): prompts decode on the server", ORT_DIR

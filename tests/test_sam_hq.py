@@ -321,6 +321,8 @@ def test_bad_hq_inputs_are_named(hq_pair, small_pair, encoded):
         model(image_embeddings=embeddings[:, :300], input_points=points)
     with pytest.raises(ValueError, match="intermediate_embeddings must be"):
         model(image_embeddings=embeddings[:, :256], intermediate_embeddings=[torch.zeros(1, 16, 16, 8)])
+    with pytest.raises(ValueError, match="labels with hq_token_only need multimask_output=False"):
+        model(image_embeddings=embeddings, input_points=points, labels=torch.zeros(1, 1, 8, 8), hq_token_only=True)
     with pytest.raises(ValueError, match="hq_token_only and intermediate_embeddings are for SAM-HQ models"):
         small_pair[1](image_embeddings=torch.zeros(1, 256, 16, 16), input_points=points, hq_token_only=True)
 
@@ -375,6 +377,40 @@ def test_text_prompts_and_cli_on_an_hq_checkpoint(hq_pair, tmp_path, capsys):
     expected = predictor.predict(point_coords=np.array([[80, 60]]), multimask_output=False)
     np.testing.assert_allclose(json.loads(scores.read_text())["scores"], expected.scores, atol=1e-6)
     np.testing.assert_array_equal(np.asarray(PIL.Image.open(out)) == 255, expected.masks[0])
+
+
+def test_onnx_graphs_match_the_official_hq_onnx_model(hq_pair, encoded, pixels, tmp_path):
+    """The encoder graph gives the embeddings and the early feature; the decoder graph (with its extra
+    `interm_embeddings` input) gives `segment_anything_hq.utils.onnx.SamOnnxModel`'s outputs (its default
+    `multimask_output=False`), box corners (labels 2, 3) and the padding point (-1) included; so does the decoder's
+    module with `hq_token_only` (not exported again: the export is the slow part)."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from segment_anything_hq.utils.onnx import SamOnnxModel
+
+    from sam_hf.conversion.onnx_export import decoder_example_inputs, decoder_module, export_onnx
+
+    official, model = hq_pair
+    encoder_path, decoder_path = export_onnx(model, tmp_path)
+    embeddings, interm = onnxruntime.InferenceSession(str(encoder_path)).run(None, {"pixel_values": pixels.numpy()})
+    assert interm.shape == (1, 1, SIZE // 16, SIZE // 16, WIDTH)
+    np.testing.assert_allclose(embeddings, encoded[1][:, :256], atol=EMBEDDING_ATOL)
+    np.testing.assert_allclose(interm[0], encoded[1][:, 256:].permute(0, 2, 3, 1), atol=EMBEDDING_ATOL)
+    inputs = decoder_example_inputs(model, num_points=4)
+    inputs["image_embeddings"] = encoded[0][0]
+    inputs["interm_embeddings"] = torch.stack(encoded[0][1])  # all global blocks, as the official passes them
+    inputs["point_labels"] = torch.tensor([[1.0, 2.0, 3.0, -1.0]])
+    decoder = onnxruntime.InferenceSession(str(decoder_path))
+    for hq_token_only in (False, True):
+        if hq_token_only:
+            with torch.no_grad():
+                got = [output.numpy() for output in decoder_module(model, hq_token_only=True)(**inputs)]
+        else:
+            got = decoder.run(None, {name: value.numpy() for name, value in inputs.items()})
+        with torch.no_grad():
+            expected = SamOnnxModel(official, hq_token_only=hq_token_only)(**inputs)
+        for name, ours, reference in zip(["masks", "iou_predictions", "low_res_masks"], got, expected, strict=True):
+            assert ours.shape == reference.shape, name
+            assert np.abs(ours - reference.numpy()).max() < LOGITS_ATOL, name
 
 
 def test_training_with_a_frozen_encoder_changes_the_decoder_only(hq_pair, pixels, tmp_path):

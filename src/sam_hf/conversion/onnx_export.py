@@ -18,6 +18,12 @@
   `--return-single-mask` (best multimask candidate for one click, the single-mask token for more points).
   As in the official interface, a prompt without a box ends with one padding point `(0, 0)` of label -1.
 
+    SAM-HQ models (`hq_token`) follow `segment_anything_hq`'s ONNX interface: the encoder also outputs
+`interm_embeddings (1, batch, h, w, vit_dim)` (the first global-attention block's output; the official stacks every
+global block's, and only the first is used), which the decoder takes right after `image_embeddings`; the decoder
+returns one mask (`M` = 1): the single-mask token's mask plus the HQ mask (the official `multimask_output=False`), or
+with `--return-single-mask` the mask chosen as above plus the HQ mask; `hq_token_only` exports the HQ mask alone.
+
     sam-hf export-onnx MODEL OUT_DIR [--return-single-mask] [--opset 18]
 
 or `export_onnx(model, out_dir)` from Python. Needs the `onnx` extra (`pip install "sam_hf[onnx]"`).
@@ -46,21 +52,28 @@ MIN_OPSET = 18  # the torch.export-based exporter writes opset 18 and later
 BOX_CORNER_LABELS = (2, 3)  # official point labels of a box's top-left and bottom-right corners
 ENCODER_OUTPUTS = ["image_embeddings"]
 DECODER_INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size"]
+# SAM-HQ's extra encoder output and decoder input (`segment_anything_hq.utils.onnx.SamOnnxModel`'s name).
+HQ_FEATURE = "interm_embeddings"
 DECODER_OUTPUTS = ["masks", "iou_predictions", "low_res_masks"]
 # Weights above this go to an external data file: a single ONNX protobuf is limited to 2 GB (vit_h's encoder).
 MAX_EMBEDDED_BYTES = 1 << 30
 
 
 class SamOnnxImageEncoder(nn.Module):
-    """`pixel_values (batch, 3, S, S)` -> `image_embeddings (batch, C, h, w)` with the model's own vision encoder."""
+    """`pixel_values (batch, 3, S, S)` -> `image_embeddings (batch, C, h, w)` with the model's own vision encoder; for
+    SAM-HQ also `interm_embeddings (1, batch, h, w, vit_dim)`."""
 
     def __init__(self, model: SamModel) -> None:
         super().__init__()
-        self.vision_encoder = model.vision_encoder
+        self.model = model
+        self.channels = model.config.prompt_encoder_config.hidden_size
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """`pixel_values (batch, 3, S, S)` -> `image_embeddings (batch, C, h, w)`."""
-        return self.vision_encoder(pixel_values, return_dict=True).last_hidden_state
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """`pixel_values (batch, 3, S, S)` -> `image_embeddings (batch, C, h, w)` (and SAM-HQ's early feature)."""
+        embeddings = self.model._encode(pixel_values)[1]
+        if not self.model.config.mask_decoder_config.hq_token:
+            return embeddings
+        return embeddings[:, : self.channels], embeddings[:, self.channels :].permute(0, 2, 3, 1)[None]
 
 
 class SamOnnxDecoder(nn.Module):
@@ -69,16 +82,21 @@ class SamOnnxDecoder(nn.Module):
     Args:
         model: a sam_hf `SamModel`; its submodules and weights are used as they are (not copied).
         return_single_mask: return one mask per call, chosen as the official `SamOnnxModel.select_masks` does.
+        hq_token_only: SAM-HQ: the HQ mask alone instead of its sum with SAM's.
     """
 
-    def __init__(self, model: SamModel, return_single_mask: bool = False) -> None:
+    def __init__(self, model: SamModel, return_single_mask: bool = False, hq_token_only: bool = False) -> None:
         super().__init__()
         if not isinstance(model, SamModel):
             raise TypeError(f"model must be a sam_hf SamModel, got {type(model).__name__}.")
+        self.hq = model.config.mask_decoder_config.hq_token
+        if hq_token_only and not self.hq:
+            raise ValueError("hq_token_only is for SAM-HQ models (mask_decoder_config.hq_token); this is not.")
         self.prompt_encoder = model.prompt_encoder
         self.mask_decoder = model.mask_decoder
         self.image_size = model.config.vision_config.image_size
         self.return_single_mask = return_single_mask
+        self.hq_token_only = hq_token_only
         # The grid's positional encoding depends on no input: a constant of the graph.
         self.register_buffer("image_pe", model.get_image_wide_positional_embeddings().detach(), persistent=False)
 
@@ -129,25 +147,58 @@ class SamOnnxDecoder(nn.Module):
         has_mask_input: torch.Tensor,
         orig_im_size: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Inputs and outputs as in the module docstring."""
+        """Inputs and outputs as in the module docstring (SAM-HQ: `image_embeddings` with the early feature)."""
         sparse = self._embed_points(point_coords, point_labels)
         dense = self._embed_mask(mask_input, has_mask_input)
-        # All four mask tokens, single-mask first, as the official interface returns them.
+        # All four mask tokens, single-mask first, as the official interface returns them (then SAM-HQ's HQ mask).
         low_res_masks, iou_predictions = self.mask_decoder(
             image_embeddings, self.image_pe, sparse[:, None], dense[:, None], multimask_output=None
         )
         low_res_masks, iou_predictions = low_res_masks[:, 0], iou_predictions[:, 0]
+        hq_masks, low_res_masks = low_res_masks[:, -1:], low_res_masks[:, : iou_predictions.shape[1]]
         if self.return_single_mask:
             low_res_masks, iou_predictions = self._select_mask(low_res_masks, iou_predictions, point_coords.shape[1])
+        elif self.hq:  # segment_anything_hq's default (multimask_output=False): the single-mask token
+            low_res_masks, iou_predictions = low_res_masks[:, :1], iou_predictions[:, :1]
+        if self.hq:
+            low_res_masks = hq_masks if self.hq_token_only else low_res_masks + hq_masks
         return self._upscale(low_res_masks, orig_im_size), iou_predictions, low_res_masks
+
+
+class SamHQOnnxDecoder(SamOnnxDecoder):
+    """SAM-HQ's decoder graph: `segment_anything_hq`'s interface, `interm_embeddings (N, 1, h, w, vit_dim)` (the
+    global blocks' outputs, of which the first is used) after `image_embeddings` (module docstring)."""
+
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        interm_embeddings: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+        orig_im_size: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Inputs and outputs as in the module docstring."""
+        embeddings = torch.cat([image_embeddings, interm_embeddings[0].permute(0, 3, 1, 2)], dim=1)
+        return super().forward(embeddings, point_coords, point_labels, mask_input, has_mask_input, orig_im_size)
+
+
+def decoder_module(model: SamModel, return_single_mask: bool = False, hq_token_only: bool = False) -> SamOnnxDecoder:
+    """The decoder graph's module for `model`: `SamHQOnnxDecoder` for SAM-HQ, else `SamOnnxDecoder`."""
+    hq = isinstance(model, SamModel) and model.config.mask_decoder_config.hq_token
+    return (SamHQOnnxDecoder if hq else SamOnnxDecoder)(model, return_single_mask, hq_token_only)
 
 
 def decoder_example_inputs(model: SamModel, num_points: int = 5) -> dict[str, torch.Tensor]:
     """Inputs of the decoder graph for `model` (random, as the official export script's), keyed by input name."""
     config = model.config.prompt_encoder_config
     size = config.image_embedding_size
-    return {
-        "image_embeddings": torch.randn(1, config.hidden_size, size, size),
+    inputs = {"image_embeddings": torch.randn(1, config.hidden_size, size, size)}
+    decoder = model.config.mask_decoder_config
+    if decoder.hq_token:  # right after image_embeddings, as in segment_anything_hq's graph; 2 blocks' outputs
+        inputs[HQ_FEATURE] = torch.randn(2, 1, size, size, decoder.vit_dim)
+    return inputs | {
         "point_coords": torch.randint(0, config.image_size, (1, num_points, 2)).float(),
         "point_labels": torch.randint(-1, 4, (1, num_points)).float(),
         "mask_input": torch.randn(1, 1, 4 * size, 4 * size),
@@ -205,7 +256,7 @@ def export_image_encoder(model: SamModel, path: str | Path, opset: int = DEFAULT
         {"pixel_values": pixel_values},
         Path(path),
         opset,
-        ENCODER_OUTPUTS,
+        ENCODER_OUTPUTS + ([HQ_FEATURE] if model.config.mask_decoder_config.hq_token else []),
         {"pixel_values": {0: torch.export.Dim("batch")}},
     )
     return Path(path)
@@ -213,18 +264,28 @@ def export_image_encoder(model: SamModel, path: str | Path, opset: int = DEFAULT
 
 @torch.no_grad()
 def export_decoder(
-    model: SamModel, path: str | Path, return_single_mask: bool = False, opset: int = DEFAULT_OPSET
+    model: SamModel,
+    path: str | Path,
+    return_single_mask: bool = False,
+    opset: int = DEFAULT_OPSET,
+    hq_token_only: bool = False,
 ) -> Path:
-    """Writes the prompt encoder + mask decoder graph with the official interface (module docstring)."""
+    """Writes the prompt encoder + mask decoder graph with the official interface (module docstring);
+    `hq_token_only` for SAM-HQ models."""
     model = _check_export_args(model, opset)
     points = {1: torch.export.Dim("num_points", min=1)}
+    blocks = {0: torch.export.Dim("num_blocks", min=1)}  # the official passes every global block's output
+    inputs = decoder_example_inputs(model)
     _export(
-        SamOnnxDecoder(model, return_single_mask),
-        decoder_example_inputs(model),
+        decoder_module(model, return_single_mask, hq_token_only),
+        inputs,
         Path(path),
         opset,
         DECODER_OUTPUTS,
-        {name: points if name in ("point_coords", "point_labels") else None for name in DECODER_INPUTS},
+        {
+            name: points if name in ("point_coords", "point_labels") else blocks if name == HQ_FEATURE else None
+            for name in inputs
+        },
     )
     return Path(path)
 
@@ -267,9 +328,14 @@ def cached_decoder(model: SamModel, cache_dir: str | Path | None = None, return_
 
 
 def export_onnx(
-    model: SamModel, output_dir: str | Path, return_single_mask: bool = False, opset: int = DEFAULT_OPSET
+    model: SamModel,
+    output_dir: str | Path,
+    return_single_mask: bool = False,
+    opset: int = DEFAULT_OPSET,
+    hq_token_only: bool = False,
 ) -> tuple[Path, Path]:
-    """Writes `image_encoder.onnx` and `mask_decoder.onnx` for `model` (fp32, CPU) to `output_dir`.
+    """Writes `image_encoder.onnx` and `mask_decoder.onnx` for `model` (fp32, CPU) to `output_dir`
+    (`hq_token_only`: SAM-HQ's decoder graph returns the HQ mask alone).
 
     Returns:
         The paths of the encoder and decoder graphs.
@@ -278,5 +344,5 @@ def export_onnx(
     output_dir.mkdir(parents=True, exist_ok=True)
     return (
         export_image_encoder(model, output_dir / ENCODER_FILE, opset),
-        export_decoder(model, output_dir / DECODER_FILE, return_single_mask, opset),
+        export_decoder(model, output_dir / DECODER_FILE, return_single_mask, opset, hq_token_only),
     )
