@@ -76,6 +76,20 @@ def test_sub_configs_check_on_their_own():
         SamConfig(initializer_range=math.nan)
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("depths", [2, 2, 10**6, 2], r"vision_config\.depths must each be at most 128"),
+        ("embed_dims", [64, 128, 10**6, 320], r"vision_config\.embed_dims must each be at most 8192"),
+        ("mbconv_expand_ratio", 1e9, r"vision_config\.mbconv_expand_ratio must be a finite number in"),
+        ("local_conv_size", 10**6 + 1, r"vision_config\.local_conv_size must be an integer in \[1, 256\]"),
+    ],
+)
+def test_tiny_vit_stages_are_bounded(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        SamVisionConfig(backbone="tiny_vit", hidden_size=320, **{field: value})
+
+
 @pytest.mark.parametrize("preset", [*PRESETS, *HQ_PRESETS])
 def test_every_released_size_is_within_the_bounds(preset):
     config = SamConfig.from_preset(preset)

@@ -248,6 +248,18 @@ def _check_tiny_vit(config: SamVisionConfig) -> None:
     size = config.local_conv_size
     if not (isinstance(size, int) and not isinstance(size, bool) and size > 0 and size % 2):
         raise ValueError(f"local_conv_size must be a positive odd int (a 'same' convolution), got {size!r}.")
+    # The bounds of the ViT's fields (`check_config_values`), per stage: a depth of 10**6 is refused, not built.
+    for name, high in (
+        ("embed_dims", MAX_WIDTH),
+        ("depths", MAX_LAYERS),
+        ("num_heads", MAX_HEADS),
+        ("window_sizes", MAX_EMBEDDING_SIZE),
+    ):
+        if max(getattr(config, name)) > high:
+            raise ValueError(f"vision_config.{name} must each be at most {high}, got {getattr(config, name)}.")
+    check_config_values(
+        config, integers={"local_conv_size": (1, MAX_EMBEDDING_SIZE)}, floats={"mbconv_expand_ratio": (1 / 64, 64.0)}
+    )
 
 
 def _check_tiny_vit_hq(vision: SamVisionConfig, decoder: SamMaskDecoderConfig) -> None:
