@@ -46,6 +46,11 @@ from sam_hf.everything import (
 from sam_hf.loading import BUNDLED_CLIP_PATH, BUNDLED_MODEL_PATH, DTYPES, load_clip, load_sam, open_image
 from sam_hf.text_to_mask import METHODS, resolve_method
 
+try:  # run as `python space/app.py` (or as a Space, from its folder)
+    from video_tab import build_video_tab
+except ModuleNotFoundError:  # imported as space.app (tests)
+    from space.video_tab import build_video_tab
+
 logger = logging.getLogger(__name__)
 
 SPACE_DIR = Path(__file__).resolve().parent
@@ -775,6 +780,8 @@ def build_demo(
                     elem_id="canvas",
                     apply_default_css=False,
                 )
+        with gr.Tab("Video"):
+            build_video_tab(segmenter.predictor, segmenter.clip)
         # API-only components: plain JSON prompts for /segment and the outputs it has always had.
         with gr.Group(visible=False):
             points_json, box_json = gr.JSON(label="points"), gr.JSON(label="box")

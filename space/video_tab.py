@@ -110,13 +110,15 @@ class VideoHandlers:
         """A new video: its first frame, the frame slider's range, no prompts."""
         session = VideoSession()
         if not path:
-            return None, gr.Slider(0, 0, value=0), session
+            return None, gr.Slider(0, 1, value=0, interactive=False), session
         try:
             video = open_video(path)
         except ValueError as error:
             raise gr.Error(str(error)) from error
         session.path, session.num_frames = path, len(video)
-        return video.frame(0), gr.Slider(0, len(video) - 1, value=0, step=1), session
+        # Gradio wants maximum > minimum: a one-frame video gets a slider that does not move.
+        slider = gr.Slider(0, max(len(video) - 1, 1), value=0, step=1, interactive=len(video) > 1)
+        return video.frame(0), slider, session
 
     def on_frame(self, index: int, session: VideoSession) -> Any:
         """Shows frame `index` with its prompts."""
@@ -186,7 +188,7 @@ def build_video_tab(predictor: SamPredictor, clip: ClipScorer | None = None) -> 
     with gr.Row():
         with gr.Column():
             video_in = gr.File(label="Video (mp4, webm, gif, ...)", file_types=VIDEO_TYPES, type="filepath")
-            frame_index = gr.Slider(0, 0, value=0, step=1, label="Frame")
+            frame_index = gr.Slider(0, 1, value=0, step=1, label="Frame", interactive=False)
             frame = gr.Image(label="Click to prompt", interactive=False, format="png")
         with gr.Column():
             mode = gr.Radio([FOREGROUND, BACKGROUND, BOX], value=FOREGROUND, label="A click adds")

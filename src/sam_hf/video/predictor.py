@@ -36,6 +36,7 @@ from .io import ResultWriter, VideoFrames, open_video, write_overlay
 
 TRACK_PROMPTS = ("box", "box+mask", "box+point", "box+mask+point", "mask+point")
 REFIND_METHODS = ("auto", "similarity", "text", "proposals", "none")
+REFIND_MAX_TAKEN = 0.25  # a candidate more than this fraction covered by other objects' masks is one of them
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ class _Track:
     area: int = 0  # of the last good mask
     appearance: torch.Tensor | None = None  # (C,) unit embedding pooled inside the last good mask
     text: str | None = None
+    previous: np.ndarray | None = None  # the mask on the frame before (None if it was lost or had not started)
 
 
 @dataclass
@@ -282,6 +284,8 @@ class VideoPredictor:
     @torch.no_grad()
     def _step(self, index: int, image: np.ndarray, tracks: dict[int, _Track]) -> VideoFrameResult:
         embedded = self.predictor.embed(image)
+        for track in tracks.values():
+            track.previous = track.mask
         prompts = self.prompts.get(index, {})
         queries: dict[int, _Query] = {}
         for object_id in self.object_ids:
@@ -424,8 +428,9 @@ class VideoPredictor:
         track.appearance = _appearance(embedded, mask)
 
     def _resolve_overlaps(self, tracks: dict[int, _Track], decoded: dict[int, Any], prompted: set[int]) -> None:
-        """Two objects on one region: the one the user prompted here, else the better-scored, keeps it (two objects
-        both prompted here may overlap: a part and its whole)."""
+        """Two objects on one region: the one the user prompted here, else the one that was there on the frame before
+        (its mask overlaps its previous one most; an object just found again has none), else the better-scored, keeps
+        it. Two objects both prompted here may overlap (a part and its whole)."""
         active = [key for key in self.object_ids if key in tracks and tracks[key].mask is not None]
         for i, first in enumerate(active):
             for second in active[i + 1 :]:
@@ -434,7 +439,11 @@ class VideoPredictor:
                     continue
                 if float(mask_iou(a.mask, b.mask, empty=0.0)) <= self.settings.max_overlap:
                     continue
-                loser = second if (first in prompted or (second not in prompted and a.score >= b.score)) else first
+                if first in prompted or second in prompted:
+                    loser = second if first in prompted else first
+                else:
+                    stay_a, stay_b = (_overlap(track.mask, track.previous) for track in (a, b))
+                    loser = second if (stay_a, a.score) >= (stay_b, b.score) else first
                 tracks[loser].mask, tracks[loser].logits, tracks[loser].score = None, None, 0.0
 
     def _refind(
@@ -462,16 +471,19 @@ class VideoPredictor:
                 candidates[object_id] = proposals
         for (object_id, _), (mask, _, _) in self._decode(embedded, clicks).items():  # one batch for all
             candidates.setdefault(object_id, []).append(mask)
-        taken = [track.mask for track in tracks.values() if track.mask is not None]
+        taken = np.zeros(embedded.original_size, dtype=bool)
+        for track in tracks.values():
+            if track.mask is not None:
+                taken |= track.mask
         found = []
         for object_id, masks in candidates.items():
             track = tracks[object_id]
             for mask in self._matches(embedded, track, masks):
-                if any(float(mask_iou(mask, other, empty=0.0)) > settings.max_overlap for other in taken):
+                if (mask & taken).sum() > REFIND_MAX_TAKEN * mask.sum():  # mostly another object's: not this one
                     continue
                 track.mask, track.score, track.logits = self._from_mask(embedded, mask)
                 track.area, track.appearance = int(mask.sum()), _appearance(embedded, mask)
-                taken.append(mask)
+                taken |= mask
                 found.append(object_id)
                 break
         return found
@@ -521,6 +533,11 @@ def _array(name: str, value: Any, shape: tuple[int, ...], form: str) -> np.ndarr
     if not np.isfinite(array).all():
         raise ValueError(f"{name} must be finite numbers, got {array.tolist()}.")
     return array
+
+
+def _overlap(mask: np.ndarray, previous: np.ndarray | None) -> float:
+    """IoU of an object's mask with its mask on the frame before (0 without one)."""
+    return 0.0 if previous is None else float(mask_iou(mask, previous, empty=0.0))
 
 
 def _margin_box(mask: np.ndarray, margin: float) -> np.ndarray:
