@@ -88,12 +88,13 @@ def _read_block(rows: dict[str, list]) -> pa.Table:
 
 
 def decode_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Ray task: encoded images -> `pixels` (`(H, W, 3)` uint8; `(0, 0, 3)` for an unreadable one) and `error`."""
+    """Ray task: encoded images -> `pixels` (`(H, W, 3)` uint8; `(0, 0, 3)` for an unreadable one) and `error` (`""`
+    when readable: a column of nulls may reach the actors as NaN floats)."""
     pixels, errors = [], []
     for name, data in zip(batch.pop("shown_as"), batch.pop("data"), strict=True):
         try:
             pixels.append(np.asarray(decode_image(bytes(data), str(name))))
-            errors.append(None)
+            errors.append("")
         except ValueError as error:
             pixels.append(np.zeros((0, 0, 3), dtype=np.uint8))
             errors.append(str(error))
@@ -117,7 +118,7 @@ class ImageLabellerActor:
         rows = []
         for index, image_id in enumerate(batch["image_id"]):
             error = batch["error"][index]
-            image = ValueError(error) if error is not None else np.asarray(batch["pixels"][index])
+            image = ValueError(error) if isinstance(error, str) and error else np.asarray(batch["pixels"][index])
             row = {"image_id": int(image_id), "file_name": batch["file_name"][index], "sha256": batch["sha256"][index]}
             rows.append(row | label_image(self.generator, image))
         return rows_table(rows)
