@@ -11,6 +11,8 @@ from pathlib import Path
 
 import PIL.Image
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from sam_hf import SamConfig, SamModel, SamProcessor, load_sam
 from sam_hf.cli import main
@@ -163,6 +165,19 @@ def test_truncated_safetensors_is_a_one_line_error_naming_the_file(tmp_path, cap
     with pytest.raises(ValueError, match=r"model.safetensors: truncated or corrupt"):
         load_sam(model, device="cpu")
     assert f"{weights}: truncated or corrupt" in run_segment(model, tmp_path, capsys)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_truncated_official_checkpoint_is_a_one_line_error_naming_the_file(tmp_path, capsys, small_pair, suffix):
+    """An official checkpoint cut short (an interrupted download): torch's zip reader or safetensors fails inside;
+    load_sam and the CLI name the file instead."""
+    checkpoint = tmp_path / f"sam_vit_small{suffix}"
+    state_dict = {key: value.contiguous() for key, value in small_pair[0].state_dict().items()}
+    torch.save(state_dict, checkpoint) if suffix == ".pth" else save_file(state_dict, checkpoint)
+    checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    with pytest.raises(ValueError, match=rf"cannot read .*sam_vit_small\{suffix}: truncated or corrupt"):
+        load_sam(checkpoint, device="cpu")
+    assert f"cannot read {checkpoint}: truncated or corrupt" in run_segment(checkpoint, tmp_path, capsys)
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..configuration_sam import HQ_PRESETS, MOBILE_SAM_TINY_VIT, PRESETS, TINY_VIT_STEM_STRIDE, SamConfig
@@ -223,15 +224,17 @@ def load_official_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint at {path}.")
-    if path.suffix == ".safetensors":
-        return load_file(path)
     try:
+        if path.suffix == ".safetensors":
+            return load_file(path)
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # torch's message advises weights_only=False: not repeated here
         raise ValueError(
             f"{path} holds objects other than tensors; refusing to unpickle them (only tensors are read, with torch's "
             "weights-only unpickler)."
         ) from None
+    except (SafetensorError, RuntimeError, EOFError) as error:  # cut short or corrupt: zip reader, pickle stream
+        raise ValueError(f"cannot read {path}: truncated or corrupt ({error}).") from None
     state_dict = state_dict.get("model", state_dict) if isinstance(state_dict, dict) else state_dict
     if not isinstance(state_dict, dict):
         raise ValueError(f"{path} holds a {type(state_dict).__name__}, not a state dict of tensors.")
