@@ -93,7 +93,7 @@ def test_sam2_configs_are_refused_by_name(tmp_path):
 
     Sam2Config().save_pretrained(tmp_path)
     for load in (SamConfig.from_pretrained, SamModel.from_pretrained):
-        with pytest.raises(ValueError, match="model_type 'sam2'.*'sam_hf'.*'sam'"):
+        with pytest.raises(ValueError, match=r"model_type 'sam2'.*'sam_hf'.*'sam'"):
             load(tmp_path)
 
 
