@@ -170,18 +170,20 @@ class SamVisionConfig(PreTrainedConfig):
             activations=("hidden_act",),
         )
         _check_input_size(self)
-        # A window larger than the token grid pads it to the window: a 256-token window over 8x8 tokens is 65536 tokens.
-        check_config_values(self, integers={"window_size": (0, self.image_size // self.patch_size)})
+        # A window larger than the token grid pads the grid to the window (transformers' own SAM tests put 14 over 12),
+        # but a 256-token window over 8x8 tokens is 65536 tokens of attention: at most twice the grid.
+        check_config_values(self, integers={"window_size": (0, 2 * (self.image_size // self.patch_size))})
         if self.mlp_dim is None:
             self.mlp_dim = int(self.hidden_size * self.mlp_ratio)
         check_config_values(self, integers={"mlp_dim": (1, MAX_WIDTH)})
+        # Indexes past the stack select no block, as in transformers and the official code (transformers' SAM tests
+        # keep vit_b's [2, 5, 8, 11] on 2 blocks), so only the form and MAX_LAYERS are checked.
         indexes = self.global_attn_indexes
         if not isinstance(indexes, (list, tuple)) or not all(
-            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < self.num_hidden_layers for i in indexes
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < MAX_LAYERS for i in indexes
         ):
             raise ValueError(
-                f"vision_config.global_attn_indexes must be block indexes in [0, num_hidden_layers = "
-                f"{self.num_hidden_layers}), got {indexes!r}."
+                f"vision_config.global_attn_indexes must be block indexes in [0, {MAX_LAYERS}), got {indexes!r}."
             )
         self.global_attn_indexes = list(indexes)
         if self.backbone not in BACKBONES:
@@ -532,12 +534,14 @@ class SamConfig(PreTrainedConfig):
                 "prompt tokens."
             )
         decoder = self.mask_decoder_config
+        layers = vision.num_hidden_layers
         if decoder.hq_token and vision.backbone == "tiny_vit":
             _check_tiny_vit_hq(vision, decoder)
-        elif decoder.hq_token and not vision.global_attn_indexes:
+        elif decoder.hq_token and not (vision.global_attn_indexes and vision.global_attn_indexes[0] < layers):
             raise ValueError(
                 "mask_decoder_config.hq_token needs a ViT with global attention: its first global block's "
-                "output is the early feature SAM-HQ fuses; vision_config.global_attn_indexes is empty."
+                f"output is the early feature SAM-HQ fuses; vision_config.global_attn_indexes "
+                f"{vision.global_attn_indexes} selects no block of {layers}."
             )
         elif decoder.hq_token and decoder.vit_dim != vision.hidden_size:
             raise ValueError(

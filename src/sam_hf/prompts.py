@@ -130,7 +130,10 @@ def check_prompts(
 
 
 def _check_limit(name: str, what: str, count: int, limit_name: str) -> None:
-    """`ValueError` naming the argument, the limit and how to raise it when `count` is above the limit."""
+    """`ValueError` naming the argument, the limit and how to raise it when `count` is above the limit (in eager use:
+    like the value checks, not while tracing, where reading the module's globals would break the graph)."""
+    if is_tracing():
+        return
     limit = globals()[limit_name]  # at call time, so that assigning the module attribute raises it
     if count > limit:
         raise ValueError(
