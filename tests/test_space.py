@@ -69,12 +69,13 @@ def decoded(result: dict) -> list[np.ndarray]:
     return [decode_segmentation(mask["segmentation"]) for mask in result["masks"]]
 
 
-def test_api_is_the_two_plain_endpoints(client: Client) -> None:
+def test_api_is_the_plain_endpoints(client: Client) -> None:
+    """The image tab's two endpoints, unchanged, and the Video tab's; click handlers (gr.SelectData) stay private."""
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    assert set(endpoints) == {"/segment", "/segment_everything"}  # click handlers (gr.SelectData) stay private
-    names = [[p["parameter_name"] for p in endpoint["parameters"]] for endpoint in endpoints.values()]
-    assert names[0] == ["image", "points", "box", "multimask", "text", "text_method"]
-    assert names[1] == ["image", "points_per_side", "pred_iou_thresh", "stability_score_thresh"]
+    assert set(endpoints) == {"/segment", "/segment_everything", "/segment_video"}
+    names = {name: [p["parameter_name"] for p in endpoint["parameters"]] for name, endpoint in endpoints.items()}
+    assert names["/segment"] == ["image", "points", "box", "multimask", "text", "text_method"]
+    assert names["/segment_everything"] == ["image", "points_per_side", "pred_iou_thresh", "stability_score_thresh"]
 
 
 def test_point_gives_the_clicked_object_with_three_scored_candidates(client: Client, scenes: list) -> None:
