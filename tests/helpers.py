@@ -224,3 +224,23 @@ def assert_same_coco(got: dict, want: dict) -> None:
         assert np.allclose(a["bbox"], b["bbox"], atol=1)
         masks = [decode_segmentation(annotation["segmentation"]) for annotation in (a, b)]
         assert mask_iou(*masks, empty=1.0) > 0.99
+
+
+def run_official_hq(
+    official: torch.nn.Module, encoded: tuple, prompts: dict, multimask: bool, hq_token_only: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`segment_anything_hq`'s decoder (SAM-HQ or MobileSAM) on `make_prompts` prompts and `encoded =
+    official.image_encoder(pixels)`, `(embeddings, interm_embeddings)` (`interm_embeddings` None for MobileSAM)."""
+    points = None if prompts["coords"] is None else (prompts["coords"], prompts["labels"])
+    embeddings, interm = encoded
+    with torch.no_grad():
+        sparse, dense = official.prompt_encoder(points=points, boxes=prompts["boxes"], masks=prompts["masks"])
+        return official.mask_decoder(
+            image_embeddings=embeddings,
+            image_pe=official.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+            hq_token_only=hq_token_only,
+            interm_embeddings=interm,
+        )

@@ -22,7 +22,15 @@ from sam_hf.data import generate_scene
 from sam_hf.everything import SamAutomaticMaskGenerator
 from sam_hf.modeling.backbones.tiny_vit import TinyViTVisionEncoder, attention_bias_index
 from sam_hf.training.interactive import InteractiveTrainer, interactive_batch
-from tests.helpers import make_prompts, perturb_, run_sam_hf, scene_image, tiny_clip_scorer, tiny_config
+from tests.helpers import (
+    make_prompts,
+    perturb_,
+    run_official_hq,
+    run_sam_hf,
+    scene_image,
+    tiny_clip_scorer,
+    tiny_config,
+)
 
 with warnings.catch_warnings():  # segment_anything_hq imports timm's deprecated paths and re-registers its models
     warnings.simplefilter("ignore")
@@ -141,18 +149,7 @@ def test_masks_and_iou_match(mobile_pair, embeddings, case, multimask_output):
     official, model = mobile_pair
     embedding = embeddings[0]
     prompts = make_prompts(case, 1024, 256)
-    points = None if prompts["coords"] is None else (prompts["coords"], prompts["labels"])
-    with torch.no_grad():
-        sparse, dense = official.prompt_encoder(points=points, boxes=prompts["boxes"], masks=prompts["masks"])
-        expected_masks, expected_iou = official.mask_decoder(
-            image_embeddings=embedding,
-            image_pe=official.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
-            hq_token_only=False,
-            interm_embeddings=None,
-        )
+    expected_masks, expected_iou = run_official_hq(official, (embedding, None), prompts, multimask_output, False)
     masks, iou = run_sam_hf(model, embedding, prompts, multimask_output)
     assert masks.shape == expected_masks.shape
     torch.testing.assert_close(masks, expected_masks, atol=LOGITS_ATOL, rtol=0)
@@ -312,23 +309,13 @@ def test_light_hq_vit_tiny_matches_the_official():
         ("mask_only", True, True),
     ]:
         prompts = make_prompts(case, 1024, 256)
-        points = None if prompts["coords"] is None else (prompts["coords"], prompts["labels"])
+        expected_masks, expected_iou = run_official_hq(official, (embedding, interm), prompts, multimask, hq_token_only)
         with torch.no_grad():
-            sparse, dense = official.prompt_encoder(points=points, boxes=prompts["boxes"], masks=prompts["masks"])
-            expected_masks, expected_iou = official.mask_decoder(
-                image_embeddings=embedding,
-                image_pe=official.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=multimask,
-                hq_token_only=hq_token_only,
-                interm_embeddings=interm,
-            )
             masks = prompts["masks"]
             output = model(
                 image_embeddings=ours,
-                input_points=None if points is None else prompts["coords"][None],
-                input_labels=None if points is None else prompts["labels"][None],
+                input_points=None if prompts["coords"] is None else prompts["coords"][None],
+                input_labels=None if prompts["coords"] is None else prompts["labels"][None],
                 input_boxes=None if prompts["boxes"] is None else prompts["boxes"][None],
                 input_masks=None if masks is None else masks[:, 0][None],
                 multimask_output=multimask,

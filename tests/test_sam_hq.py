@@ -27,7 +27,7 @@ from transformers import Trainer, TrainingArguments
 from sam_hf import SamAutomaticMaskGenerator, SamConfig, SamModel, SamPredictor, load_sam, segment_text
 from sam_hf.cli import main
 from sam_hf.conversion import build_model, config_from_official, convert_key, detect_model_size
-from tests.helpers import scene_image, tiny_clip_scorer
+from tests.helpers import run_official_hq, scene_image, tiny_clip_scorer
 
 SIZE, WIDTH, DEPTH, GLOBAL = 256, 64, 6, [2, 5]
 LOGITS_ATOL = 1e-4
@@ -141,23 +141,6 @@ def make_prompts(case: str) -> dict[str, torch.Tensor | None]:
     return {"coords": coords, "labels": labels, "boxes": boxes, "masks": masks}
 
 
-def run_official(official: Sam, encoded: tuple, prompts: dict, multimask: bool, hq_token_only: bool):
-    """The official decoder on `encoded = official.image_encoder(pixels)`."""
-    points = None if prompts["coords"] is None else (prompts["coords"], prompts["labels"])
-    embeddings, interm = encoded
-    with torch.no_grad():
-        sparse, dense = official.prompt_encoder(points=points, boxes=prompts["boxes"], masks=prompts["masks"])
-        return official.mask_decoder(
-            image_embeddings=embeddings,
-            image_pe=official.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask,
-            hq_token_only=hq_token_only,
-            interm_embeddings=interm,
-        )
-
-
 def run_sam_hf(model: SamModel, embeddings: torch.Tensor, prompts: dict, multimask: bool, hq_token_only: bool):
     def batched(tensor):
         return None if tensor is None else tensor[None]
@@ -188,7 +171,7 @@ def test_masks_and_iou_match_the_official(hq_pair, encoded, case, multimask, hq_
     """The official output is the first of sam_hf's (transformers' layout: multimask masks sorted by IoU)."""
     official, model = hq_pair
     prompts = make_prompts(case)
-    expected_masks, expected_iou = run_official(official, encoded[0], prompts, multimask, hq_token_only)
+    expected_masks, expected_iou = run_official_hq(official, encoded[0], prompts, multimask, hq_token_only)
     output = run_sam_hf(model, encoded[1], prompts, multimask, hq_token_only)
     assert output.pred_masks.shape[2] == (3 if multimask and not hq_token_only else 1)
     assert output.iou_scores.shape[2] == (3 if multimask else 1)
@@ -465,7 +448,7 @@ def test_vit_b_size_matches_the_official():
             if prompts["masks"] is not None:
                 prompts["masks"] = torch.nn.functional.interpolate(prompts["masks"], size=256)
             for multimask, hq_token_only in ((True, False), (False, True)):
-                expected_masks, expected_iou = run_official(official, encoded, prompts, multimask, hq_token_only)
+                expected_masks, expected_iou = run_official_hq(official, encoded, prompts, multimask, hq_token_only)
                 output = run_sam_hf(model, embeddings, prompts, multimask, hq_token_only)
                 torch.testing.assert_close(output.pred_masks[0, :, :1], expected_masks, atol=LOGITS_ATOL, rtol=0)
                 torch.testing.assert_close(output.iou_scores[0, :, :1], expected_iou, atol=LOGITS_ATOL, rtol=0)
