@@ -58,6 +58,14 @@ STATIC_DIR = SPACE_DIR / "static"  # the page's script and style
 ORT_DIR = SPACE_DIR / "node_modules" / "onnxruntime-web" / "dist"  # `npm ci --prefix space`
 ORT_MODULE = "ort.wasm.min.mjs"  # onnxruntime-web's WebAssembly build (no WebGPU / WebGL code)
 MAX_DISPLAY_SIDE = 1024  # larger images are shown downscaled; prompts and downloads stay in original pixels
+MAX_PNG_DISPLAY_SIDE = 256  # larger displayed images travel as JPEG (the cut-out then fetches the original's PNG)
+SESSIONS_DIR = Path(tempfile.gettempdir()) / "sam_hf_space"  # each session's files, in a directory of its own
+# Cross-origin isolation, so that onnxruntime-web may use WebAssembly threads (SharedArrayBuffer); `credentialless`
+# keeps cross-origin assets (a theme's web fonts) loading without CORP headers. Browsers without it run one thread.
+ISOLATION_HEADERS = (
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-embedder-policy", b"credentialless"),
+)
 EMBEDDING_CACHE_SIZE = 4  # embeddings kept per session (vit_b: 4 MB each)
 EMBEDDING_DTYPE = "float16"  # what the page receives: half of float32's bytes (vit_b: 2 MiB instead of 4)
 EXAMPLE_SEEDS = (3, 11, 27, 42)
@@ -120,11 +128,9 @@ class Segmenter:
 
 
 def browser_decoder(model: Any) -> Path | None:
-    """The model's ONNX decoder graph (exported once per model, then cached), or `None` (and a warning) when it cannot
-    be exported or onnxruntime-web is not installed: the page then decodes on the server."""
-    if model.config.mask_decoder_config.hq_token:
-        logger.info("SAM-HQ: the page's decoder graph takes no early ViT feature: prompts decode on the server")
-        return None
+    """The model's low-res ONNX decoder graph (`SamLowResDecoder`: the page upscales only the mask it shows; SAM-HQ's
+    early feature rides in the embedding), exported once per model, then cached; or `None` (and a warning) when it
+    cannot be exported or onnxruntime-web is not installed: the page then decodes on the server."""
     if not (ORT_DIR / ORT_MODULE).is_file():
         logger.warning(
             "onnxruntime-web is missing (%s; run `npm ci --prefix space`): prompts decode on the server", ORT_DIR
@@ -133,7 +139,7 @@ def browser_decoder(model: Any) -> Path | None:
     try:
         from sam_hf.conversion.onnx_export import cached_decoder
 
-        return cached_decoder(model)
+        return cached_decoder(model, low_res=True)
     except Exception:  # no onnx / onnxscript, or a model the exporter cannot trace: the server path still works
         logger.exception("exporting the decoder graph failed: prompts decode on the server")
         return None
@@ -244,9 +250,8 @@ class Session:
     def new_file(self, name: str) -> Path:
         """A fresh path named `name` (the name the user downloads) in this session's directory."""
         if self.directory is None or not Path(self.directory).is_dir():
-            root = Path(tempfile.gettempdir()) / "sam_hf_space"
-            root.mkdir(exist_ok=True)
-            self.directory = tempfile.mkdtemp(prefix="session_", dir=root)
+            SESSIONS_DIR.mkdir(exist_ok=True)
+            self.directory = tempfile.mkdtemp(prefix="session_", dir=SESSIONS_DIR)
         folder = Path(self.directory) / uuid.uuid4().hex[:12]  # every result keeps its file name for the download
         folder.mkdir()
         return folder / name
@@ -397,14 +402,21 @@ def canvas_value(segmenter: Segmenter, session: Session, result: dict[str, Any] 
         "serial": uuid.uuid4().hex,  # every answer is new to the page, even when equal to the last one
     }
     if session.sent_key != image.key:
+        # SAM-HQ: the early ViT feature rides on the channel axis (vit_b: 256 + 768 channels).
         embedding = image.embedded.image_embeddings.detach().to("cpu").float().numpy().astype(EMBEDDING_DTYPE)
-        value["image"]["src"] = png_data_url(image.display, "JPEG" if max(height, width) > 256 else "PNG")
+        shown_as_is = max(height, width) <= MAX_PNG_DISPLAY_SIDE and image.display is image.pixels
+        value["image"]["src"] = png_data_url(image.display, "PNG" if shown_as_is else "JPEG")
+        if not shown_as_is:  # downloads' original pixels, fetched by the page only for a cut-out
+            path = session.new_file("original.png")
+            PIL.Image.fromarray(image.pixels).save(path, compress_level=1)
+            value["image"]["pixels_src"] = file_url(path)
         value["embedding"] = {
             "dtype": EMBEDDING_DTYPE,
             "shape": list(embedding.shape),
             "data": base64.b64encode(embedding.tobytes()).decode(),
             "input_size": list(image.embedded.reshaped_size),  # the model's frame: prompts are scaled to it
             "model_size": segmenter.predictor.model.config.vision_config.image_size,
+            "hq_token": segmenter.predictor.model.config.mask_decoder_config.hq_token,
         }
         session.sent_key = image.key
     return value
@@ -416,13 +428,17 @@ def file_url(path: Path) -> str:
 
 
 def page_result(session: Session, timing: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
-    """A prompt result for the canvas: the masks at display size as PNG, their scores and labels."""
+    """A prompt result for the canvas: the masks at display size as PNG, their scores and labels; for an image shown
+    downscaled, also at the original size (`full`: the downloads)."""
     image, prediction = session.image, session.prediction
-    masks = [] if prediction is None else [image.display_mask(mask) for mask in prediction.masks]
+    originals = [] if prediction is None else list(prediction.masks)
+    masks = [image.display_mask(mask) for mask in originals]
     scores = [] if prediction is None else [float(score) for score in prediction.scores]
+    downscaled = image.display.shape[:2] != image.pixels.shape[:2]
     return {
         "kind": "prompt",
         "masks": [png_data_url(mask.astype(np.uint8) * 255) for mask in masks],
+        "full": [png_data_url(mask.astype(np.uint8) * 255) for mask in originals] if downscaled else [],
         "scores": scores,
         "score_name": score_name(prediction) if prediction is not None else "IoU",
         "selected": session.selected,
@@ -516,11 +532,32 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+class CrossOriginIsolation:
+    """ASGI middleware: every response carries `ISOLATION_HEADERS`, which make the page cross-origin isolated."""
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                names = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [header for header in ISOLATION_HEADERS if header[0] not in names]
+                message = message | {"headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        return await self.app(scope, receive, with_headers)
+
+
 def launch_options() -> dict[str, Any]:
-    """`demo.launch` options of this Space: the upload size and the request body limit."""
+    """`demo.launch` options of this Space: the upload size, the request body limit and cross-origin isolation."""
     from starlette.middleware import Middleware
 
-    return {"max_file_size": MAX_UPLOAD, "app_kwargs": {"middleware": [Middleware(BodyLimit)]}}
+    middleware = [Middleware(CrossOriginIsolation), Middleware(BodyLimit)]
+    return {"max_file_size": MAX_UPLOAD, "app_kwargs": {"middleware": middleware}}
 
 
 def write_examples(directory: Path) -> list[str]:
@@ -744,8 +781,10 @@ def build_demo(
     handlers = Handlers(segmenter)
     color_map = {f"mask {i + 1}": PALETTE[i % len(PALETTE)] for i in range(MAX_EVERYTHING_LABELS)}
     defaults = segmenter.everything_defaults
-    examples_dir = Path(tempfile.gettempdir()) / "sam_hf_space" / "examples"
-    static = [STATIC_DIR, ORT_DIR] + ([segmenter.decoder.parent] if segmenter.decoder else [])
+    examples_dir = SESSIONS_DIR / "examples"
+    SESSIONS_DIR.mkdir(exist_ok=True)
+    # The sessions' directories hold the originals the page fetches for cut-outs (unguessable names, as Gradio's cache).
+    static = [STATIC_DIR, ORT_DIR, SESSIONS_DIR] + ([segmenter.decoder.parent] if segmenter.decoder else [])
     gr.set_static_paths([str(path) for path in static])  # served as they are: never copied per request
     with gr.Blocks(title="Segment Anything (sam_hf)", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(

@@ -209,7 +209,7 @@ def test_export_command_takes_an_official_checkpoint(small_pair, tmp_path, monke
 def test_cached_decoder_exports_once_per_model(small_pair, tmp_path, monkeypatch) -> None:
     exported = []
 
-    def fake_export(model, path, return_single_mask=False, opset=onnx_export.DEFAULT_OPSET):
+    def fake_export(model, path, return_single_mask=False, opset=onnx_export.DEFAULT_OPSET, **options):
         exported.append(path)
         Path(path).write_bytes(b"graph")
         return Path(path)

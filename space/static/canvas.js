@@ -51,6 +51,50 @@ function download(name, blob) {
   setTimeout(() => URL.revokeObjectURL(link.href), 10000);
 }
 
+// Upscaling of low-res logits, the geometry of `SamImageProcessor.post_process_masks` (bilinear, align_corners false:
+// n -> the padded model input S, crop to the resized image r, -> the original size o), evaluated only at the original
+// pixels `wanted` along one axis. Both bilinear steps are linear along each axis, so each output pixel is a weighted
+// sum of at most 4 low-res ones: taps are (index, weight) x 4 per output pixel.
+function axisTaps(n, size, resized, original, wanted) {
+  const index = new Int32Array(4 * wanted.length), weight = new Float32Array(4 * wanted.length);
+  const first = n / size, second = resized / original;
+  const source = (dst, scale) => Math.max(0, (dst + 0.5) * scale - 0.5);
+  wanted.forEach((k, out) => {
+    const s2 = source(k, second), j0 = Math.floor(s2), j1 = Math.min(j0 + 1, resized - 1), w2 = s2 - j0;
+    [[j0, 1 - w2], [j1, w2]].forEach(([j, wj], t) => {
+      const s1 = source(j, first), i0 = Math.floor(s1), i1 = Math.min(i0 + 1, n - 1), w1 = s1 - i0;
+      index[4 * out + 2 * t] = i0; weight[4 * out + 2 * t] = wj * (1 - w1);
+      index[4 * out + 2 * t + 1] = i1; weight[4 * out + 2 * t + 1] = wj * w1;
+    });
+  });
+  return { index, weight };
+}
+
+// logits: the n x n low-res logits; rows / cols: taps of the output's rows and columns -> mask (logit > 0), row-major.
+function upscaleMask(logits, n, rows, cols) {
+  const height = rows.index.length / 4, width = cols.index.length / 4, across = new Float32Array(n * width);
+  for (let y = 0; y < n; y++) { // along the width first, for every low-res row
+    const line = y * n, outLine = y * width;
+    for (let x = 0; x < width; x++) {
+      const t = 4 * x, ci = cols.index, cw = cols.weight;
+      across[outLine + x] = cw[t] * logits[line + ci[t]] + cw[t + 1] * logits[line + ci[t + 1]]
+        + cw[t + 2] * logits[line + ci[t + 2]] + cw[t + 3] * logits[line + ci[t + 3]];
+    }
+  }
+  const mask = new Uint8Array(height * width);
+  for (let y = 0; y < height; y++) {
+    const t = 4 * y, ri = rows.index, rw = rows.weight;
+    const a = ri[t] * width, b = ri[t + 1] * width, c = ri[t + 2] * width, d = ri[t + 3] * width;
+    const wa = rw[t], wb = rw[t + 1], wc = rw[t + 2], wd = rw[t + 3], outLine = y * width;
+    for (let x = 0; x < width; x++) {
+      mask[outLine + x] = wa * across[a + x] + wb * across[b + x] + wc * across[c + x] + wd * across[d + x] > 0 ? 1 : 0;
+    }
+  }
+  return mask;
+}
+
+const range = (length, map = (i) => i) => Int32Array.from({ length }, (_, i) => map(i));
+
 const TOOLBAR = `
   <div class="sam-toolbar">
     <input class="sam-text" type="text" placeholder="Text prompt, e.g. red circle, then Enter">
@@ -81,6 +125,7 @@ export function mount({ element, props, trigger, watch, urls }) {
   const state = {
     key: null, image: null, width: 0, height: 0, original: [0, 0], embedding: null, inputSize: null,
     decoderUrl: null, session: null, browser: false, points: [], box: null, history: [], masks: [], scores: [],
+    lowRes: [], full: [], taps: null, hq: false, modelSize: 0, pixelsSrc: null,
     scoreName: 'IoU', selected: 0, hover: null, drag: null, everything: null, coco: null, serial: null,
     busy: false, pendingHover: null, lastPrompt: null, latencies: [], where: 'none', ready: false, stats: {},
   };
@@ -101,7 +146,10 @@ export function mount({ element, props, trigger, watch, urls }) {
     if (!ortModule) {
       ortModule = await import(new URL(urls.ort, document.baseURI).href);
       ortModule.env.wasm.wasmPaths = new URL(urls.ortDir, document.baseURI).href;
+      // Threads need SharedArrayBuffer, which a page has only when cross-origin isolated (the app's COOP/COEP).
       ortModule.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+      state.stats.crossOriginIsolated = self.crossOriginIsolated;
+      state.stats.numThreads = ortModule.env.wasm.numThreads;
     }
     return ortModule.InferenceSession.create(new URL(url, document.baseURI).href, { executionProviders: ['wasm'] });
   }
@@ -120,7 +168,8 @@ export function mount({ element, props, trigger, watch, urls }) {
     return box ? box.checked : true;
   }
 
-  // prompt: {points: [[x, y, label]], box: [x1, y1, x2, y2] | null} in original pixels -> {masks, scores}
+  // prompt: {points: [[x, y, label]], box: [x1, y1, x2, y2] | null} in original pixels -> {lowRes, scores}: each
+  // candidate's n x n low-res logits (upscaled when shown: maskAt) and predicted IoU.
   async function decodePrompt(prompt, multi = multimask()) {
     const ort = ortModule, [inputH, inputW] = state.inputSize;
     const fx = inputW / state.original[1], fy = inputH / state.original[0];
@@ -137,17 +186,47 @@ export function mount({ element, props, trigger, watch, urls }) {
       point_labels: new ort.Tensor('float32', Float32Array.from(labels), [1, labels.length]),
       mask_input: new ort.Tensor('float32', new Float32Array(grid * grid), [1, 1, grid, grid]),
       has_mask_input: new ort.Tensor('float32', new Float32Array([0]), [1]),
-      orig_im_size: new ort.Tensor('float32', new Float32Array([state.height, state.width]), [2]),
     };
     const out = await state.session.run(feeds);
-    const logits = out.masks.data, ious = out.iou_predictions.data, size = state.width * state.height;
-    const picks = multi ? [1, 2, 3] : [0];
-    const masks = picks.map((k) => {
-      const mask = new Uint8Array(size), offset = k * size;
-      for (let i = 0; i < size; i++) mask[i] = logits[offset + i] > 0 ? 1 : 0;
-      return mask;
-    });
-    return { masks, scores: picks.map((k) => ious[k]) };
+    const logits = out.low_res_masks.data, ious = out.iou_predictions.data, n = out.low_res_masks.dims[3];
+    let picks = multi ? [1, 2, 3] : [0];
+    // SAM-HQ gives one mask, as segment_anything_hq: the best multimask candidate (first of equals) plus the HQ mask.
+    if (multi && state.hq) picks = [picks.reduce((best, k) => (ious[k] > ious[best] ? k : best))];
+    return { lowRes: picks.map((k) => logits.subarray(k * n * n, (k + 1) * n * n)), scores: picks.map((k) => ious[k]) };
+  }
+
+  // Taps of the displayed pixels (the server's display mask is the original-size mask resized NEAREST) or of every
+  // original pixel, for n x n low-res logits.
+  function tapsFor(n, full) {
+    const [height, width] = state.original, [resizedH, resizedW] = state.inputSize, size = state.modelSize;
+    const nearest = (shown, original) => range(shown, (i) => Math.floor((i + 0.5) * original / shown));
+    const rows = full ? range(height) : nearest(state.height, height), cols = full ? range(width) : nearest(state.width, width);
+    return { rows: axisTaps(n, size, resizedH, height, rows), cols: axisTaps(n, size, resizedW, width, cols) };
+  }
+
+  // Candidate i's mask at display size, upscaled from its low-res logits on first use.
+  function maskAt(i) {
+    if (!state.masks[i] && state.lowRes[i]) {
+      const n = Math.round(Math.sqrt(state.lowRes[i].length));
+      if (!state.taps || state.taps.n !== n) state.taps = { n, ...tapsFor(n, false) };
+      const started = performance.now();
+      state.masks[i] = upscaleMask(state.lowRes[i], n, state.taps.rows, state.taps.cols);
+      state.stats.upscaleMs = performance.now() - started;
+    }
+    return state.masks[i];
+  }
+
+  // The selected mask at the original image's size (downloads).
+  async function fullMask() {
+    const i = state.selected, [height, width] = state.original;
+    if (state.lowRes[i]) {
+      const n = Math.round(Math.sqrt(state.lowRes[i].length)), taps = tapsFor(n, true);
+      return upscaleMask(state.lowRes[i], n, taps.rows, taps.cols);
+    }
+    if (!state.full[i]) return maskAt(i); // shown at full size, or an everything-mode mask (display size)
+    const rgba = await pixelsOf(state.full[i], width, height), mask = new Uint8Array(width * height);
+    for (let j = 0; j < mask.length; j++) mask[j] = rgba[4 * j] > 127 ? 1 : 0;
+    return mask;
   }
 
   // ---- drawing ----
@@ -177,7 +256,7 @@ export function mount({ element, props, trigger, watch, urls }) {
       context.putImageData(image, 0, 0);
     }
     if (state.hover) overlay(state.hover, MASK_COLOR, 0.35);
-    else if (state.masks.length) overlay(state.masks[state.selected], MASK_COLOR, 0.55);
+    else if (state.scores.length) overlay(maskAt(state.selected), MASK_COLOR, 0.55);
     const radius = Math.max(3, Math.round(Math.max(state.width, state.height) / 90));
     context.lineWidth = Math.max(2, radius / 2);
     const box = state.drag && state.drag.moved ? state.drag.box : state.box;
@@ -207,8 +286,10 @@ export function mount({ element, props, trigger, watch, urls }) {
     });
   }
 
-  function setResult(masks, scores, scoreName = 'IoU') {
+  // masks: display-size masks, or null for each low-res candidate (lowRes); full: original-size mask PNGs (server)
+  function setResult(masks, scores, scoreName = 'IoU', lowRes = [], full = []) {
     state.masks = masks; state.scores = Array.from(scores); state.scoreName = scoreName;
+    state.lowRes = lowRes; state.full = full;
     state.selected = state.scores.length ? state.scores.indexOf(Math.max(...state.scores)) : 0;
     showCandidates();
   }
@@ -224,8 +305,8 @@ export function mount({ element, props, trigger, watch, urls }) {
       trigger('prompt', { ...current, multimask: multimask() });
       return;
     }
-    const { masks, scores } = await decodePrompt(current);
-    setResult(masks, scores);
+    const { lowRes, scores } = await decodePrompt(current);
+    setResult(lowRes.map(() => null), scores, 'IoU', lowRes);
     state.hover = null;
     draw();
     const ms = performance.now() - started;
@@ -257,8 +338,10 @@ export function mount({ element, props, trigger, watch, urls }) {
       state.pendingHover = null;
       const current = prompt();
       current.points.push([...toOriginal(...pixel), 1]);
-      const { masks, scores } = await decodePrompt(current);
-      state.hover = masks[scores.indexOf(Math.max(...scores))];
+      const { lowRes, scores } = await decodePrompt(current), best = lowRes[scores.indexOf(Math.max(...scores))];
+      const n = Math.round(Math.sqrt(best.length));
+      if (!state.taps || state.taps.n !== n) state.taps = { n, ...tapsFor(n, false) };
+      state.hover = upscaleMask(best, n, state.taps.rows, state.taps.cols);
       draw();
       state.latencies.push({ kind: 'hover', ms: performance.now() - started });
     }
@@ -294,8 +377,7 @@ export function mount({ element, props, trigger, watch, urls }) {
       if (label) {
         const mask = new Uint8Array(state.everything.labels.length);
         state.everything.labels.forEach((value, i) => { mask[i] = value === label ? 1 : 0; });
-        state.masks = [mask]; state.scores = [state.everything.scores[label - 1]]; state.selected = 0;
-        state.scoreName = 'IoU'; showCandidates(); draw();
+        setResult([mask], [state.everything.scores[label - 1]]); draw();
       }
       return;
     }
@@ -312,14 +394,17 @@ export function mount({ element, props, trigger, watch, urls }) {
   }
   root.querySelector('.sam-text').addEventListener('keydown', (event) => { if (event.key === 'Enter') serverText(); });
 
-  function maskCanvas(cutout) {
-    const mask = state.masks[state.selected];
-    if (!mask) return null;
+  // The mask PNG or the cut-out (RGBA, alpha = mask) at the original image's size, as a canvas.
+  async function maskCanvas(cutout) {
+    if (!state.scores.length) return null;
+    const mask = await fullMask(), full = mask.length === state.original[0] * state.original[1];
+    const [height, width] = full ? state.original : [state.height, state.width];
     const out = document.createElement('canvas');
-    out.width = state.width; out.height = state.height;
+    out.width = width; out.height = height;
     const outContext = out.getContext('2d');
-    const image = outContext.createImageData(state.width, state.height);
-    const source = cutout ? state.pixels : null;
+    const image = outContext.createImageData(width, height);
+    // The original pixels: the displayed copy when it is them (a PNG at full size), else the original PNG.
+    const source = !cutout ? null : full && state.pixelsSrc ? await pixelsOf(state.pixelsSrc, width, height) : state.pixels;
     for (let i = 0; i < mask.length; i++) {
       const j = 4 * i;
       if (cutout) {
@@ -346,8 +431,8 @@ export function mount({ element, props, trigger, watch, urls }) {
       state.points = []; state.box = null; state.history = []; state.everything = null; state.coco = null;
       setResult([], []); draw();
     },
-    mask: () => maskCanvas(false)?.toBlob((blob) => download('mask.png', blob), 'image/png'),
-    cutout: () => maskCanvas(true)?.toBlob((blob) => download('cutout.png', blob), 'image/png'),
+    mask: async () => (await maskCanvas(false))?.toBlob((blob) => download('mask.png', blob), 'image/png'),
+    cutout: async () => (await maskCanvas(true))?.toBlob((blob) => download('cutout.png', blob), 'image/png'),
     coco: () => state.coco && download('masks_coco_rle.json', new Blob([state.coco], { type: 'application/json' })),
   };
   root.querySelectorAll('[data-action]').forEach((button) => button.addEventListener('click', () => actions[button.dataset.action]()));
@@ -357,6 +442,7 @@ export function mount({ element, props, trigger, watch, urls }) {
   async function receive(value) {
     if (!value || value.serial === state.serial) return;
     state.serial = value.serial;
+    state.ready = false; root.dataset.ready = 'false'; // until this answer is drawn (and the decoder warmed up)
     if (!value.image) { state.image = null; state.key = null; root.classList.remove('sam-loaded'); return; }
     if (value.image.src) await newImage(value);
     if (value.decoder && value.decoder !== state.decoderUrl) {
@@ -373,8 +459,6 @@ export function mount({ element, props, trigger, watch, urls }) {
     state.where = state.browser ? 'browser' : 'server';
     root.dataset.where = state.where;
     if (value.result) await serverResult(value.result);
-    state.ready = true;
-    root.dataset.ready = 'true';
     draw();
   }
 
@@ -385,7 +469,8 @@ export function mount({ element, props, trigger, watch, urls }) {
     state.image = await loadImage(value.image.src);
     state.pixels = await pixelsOf(value.image.src, state.width, state.height);
     view.width = state.width; view.height = state.height;
-    const { data, shape, dtype, input_size: inputSize } = value.embedding;
+    const { data, shape, dtype, input_size: inputSize, model_size: modelSize, hq_token: hq } = value.embedding;
+    state.modelSize = modelSize; state.hq = hq; state.taps = null; state.pixelsSrc = value.image.pixels_src || null;
     const bytes = decodeBase64(data);
     const floats = dtype === 'float16' ? halfToFloat(new Uint16Array(bytes.buffer)) : new Float32Array(bytes.buffer);
     state.inputSize = inputSize;
@@ -418,7 +503,7 @@ export function mount({ element, props, trigger, watch, urls }) {
       for (let i = 0; i < mask.length; i++) mask[i] = rgba[4 * i] > 127 ? 1 : 0;
       masks.push(mask);
     }
-    setResult(masks, result.scores, result.score_name);
+    setResult(masks, result.scores, result.score_name, [], result.full || []);
     state.selected = result.selected;
     showCandidates();
     status.textContent = result.status.replace(/\*\*/g, '');
@@ -430,6 +515,13 @@ export function mount({ element, props, trigger, watch, urls }) {
     if (state.session && state.embeddingData && !state.embedding) {
       state.embedding = new ortModule.Tensor('float32', state.embeddingData, state.embeddingShape);
     }
+    if (state.browser && state.embedding && !state.warm) { // the first run sets up the session: not on a click
+      const started = performance.now();
+      await decodePrompt({ points: [[0, 0, 1]], box: null });
+      state.warm = true; state.stats.firstDecodeMs = performance.now() - started;
+    }
+    state.ready = true;
+    root.dataset.ready = 'true';
   };
   let queue = Promise.resolve(); // one answer at a time, in the order they came
   const enqueue = (value) => { queue = queue.then(() => receiveAll(value)).catch((error) => console.error(error)); };

@@ -55,6 +55,7 @@ DECODER_INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_inpu
 # SAM-HQ's extra encoder output and decoder input (`segment_anything_hq.utils.onnx.SamOnnxModel`'s name).
 HQ_FEATURE = "interm_embeddings"
 DECODER_OUTPUTS = ["masks", "iou_predictions", "low_res_masks"]
+LOW_RES_OUTPUTS = ["low_res_masks", "iou_predictions"]  # `SamLowResDecoder`'s graph (inputs: no orig_im_size)
 # Weights above this go to an external data file: a single ONNX protobuf is limited to 2 GB (vit_h's encoder).
 MAX_EMBEDDED_BYTES = 1 << 30
 
@@ -138,6 +139,24 @@ class SamOnnxDecoder(nn.Module):
         height, width = orig_im_size.to(torch.int64)
         return F.interpolate(masks, size=(height, width), mode="bilinear", align_corners=False)
 
+    def _decode(
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """All four mask tokens' low-res logits `(1, 4, 4h, 4w)`, single-mask first as the official interface
+        returns them, their IoU `(1, 4)`, and SAM-HQ's HQ mask `(1, 1, 4h, 4w)` (for SAM: the last token's mask)."""
+        sparse = self._embed_points(point_coords, point_labels)
+        dense = self._embed_mask(mask_input, has_mask_input)
+        low_res_masks, iou_predictions = self.mask_decoder(
+            image_embeddings, self.image_pe, sparse[:, None], dense[:, None], multimask_output=None
+        )
+        low_res_masks, iou_predictions = low_res_masks[:, 0], iou_predictions[:, 0]
+        return low_res_masks[:, : iou_predictions.shape[1]], iou_predictions, low_res_masks[:, -1:]
+
     def forward(
         self,
         image_embeddings: torch.Tensor,
@@ -148,14 +167,9 @@ class SamOnnxDecoder(nn.Module):
         orig_im_size: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Inputs and outputs as in the module docstring (SAM-HQ: `image_embeddings` with the early feature)."""
-        sparse = self._embed_points(point_coords, point_labels)
-        dense = self._embed_mask(mask_input, has_mask_input)
-        # All four mask tokens, single-mask first, as the official interface returns them (then SAM-HQ's HQ mask).
-        low_res_masks, iou_predictions = self.mask_decoder(
-            image_embeddings, self.image_pe, sparse[:, None], dense[:, None], multimask_output=None
+        low_res_masks, iou_predictions, hq_masks = self._decode(
+            image_embeddings, point_coords, point_labels, mask_input, has_mask_input
         )
-        low_res_masks, iou_predictions = low_res_masks[:, 0], iou_predictions[:, 0]
-        hq_masks, low_res_masks = low_res_masks[:, -1:], low_res_masks[:, : iou_predictions.shape[1]]
         if self.return_single_mask:
             low_res_masks, iou_predictions = self._select_mask(low_res_masks, iou_predictions, point_coords.shape[1])
         elif self.hq:  # segment_anything_hq's default (multimask_output=False): the single-mask token
@@ -163,6 +177,30 @@ class SamOnnxDecoder(nn.Module):
         if self.hq:
             low_res_masks = hq_masks if self.hq_token_only else low_res_masks + hq_masks
         return self._upscale(low_res_masks, orig_im_size), iou_predictions, low_res_masks
+
+
+class SamLowResDecoder(SamOnnxDecoder):
+    """The decoder graph without upscaling, for callers that upscale only the mask they show (the Space's page):
+    inputs as the official interface without `orig_im_size`; SAM-HQ's `image_embeddings (1, C + vit_dim, h, w)` carry
+    the early feature on the channel axis (as sam_hf's embeddings do). Outputs `low_res_masks (1, 4, 4h, 4w)` (the
+    single-mask token, then the three multimask tokens; SAM-HQ: each plus the HQ mask, or the HQ mask alone with
+    `hq_token_only`) and `iou_predictions (1, 4)`. Upscale as `SamImageProcessor.post_process_masks` does."""
+
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and outputs as in the class docstring."""
+        low_res_masks, iou_predictions, hq_masks = self._decode(
+            image_embeddings, point_coords, point_labels, mask_input, has_mask_input
+        )
+        if self.hq:
+            low_res_masks = hq_masks.expand_as(low_res_masks) if self.hq_token_only else low_res_masks + hq_masks
+        return low_res_masks, iou_predictions
 
 
 class SamHQOnnxDecoder(SamOnnxDecoder):
@@ -190,21 +228,23 @@ def decoder_module(model: SamModel, return_single_mask: bool = False, hq_token_o
     return (SamHQOnnxDecoder if hq else SamOnnxDecoder)(model, return_single_mask, hq_token_only)
 
 
-def decoder_example_inputs(model: SamModel, num_points: int = 5) -> dict[str, torch.Tensor]:
-    """Inputs of the decoder graph for `model` (random, as the official export script's), keyed by input name."""
+def decoder_example_inputs(model: SamModel, num_points: int = 5, low_res: bool = False) -> dict[str, torch.Tensor]:
+    """Inputs of the decoder graph for `model` (random, as the official export script's), keyed by input name;
+    `low_res`: of `SamLowResDecoder`'s graph."""
     config = model.config.prompt_encoder_config
     size = config.image_embedding_size
-    inputs = {"image_embeddings": torch.randn(1, config.hidden_size, size, size)}
     decoder = model.config.mask_decoder_config
-    if decoder.hq_token:  # right after image_embeddings, as in segment_anything_hq's graph; 2 blocks' outputs
-        inputs[HQ_FEATURE] = torch.randn(2, 1, size, size, decoder.vit_dim)
-    return inputs | {
+    channels = config.hidden_size + (decoder.vit_dim if decoder.hq_token and low_res else 0)
+    inputs = {"image_embeddings": torch.randn(1, channels, size, size)}
+    if decoder.hq_token and not low_res:  # right after image_embeddings, as in segment_anything_hq's graph
+        inputs[HQ_FEATURE] = torch.randn(2, 1, size, size, decoder.vit_dim)  # 2 global blocks' outputs
+    inputs |= {
         "point_coords": torch.randint(0, config.image_size, (1, num_points, 2)).float(),
         "point_labels": torch.randint(-1, 4, (1, num_points)).float(),
         "mask_input": torch.randn(1, 1, 4 * size, 4 * size),
         "has_mask_input": torch.tensor([1.0]),
-        "orig_im_size": torch.tensor([1500.0, 2250.0]),
     }
+    return inputs if low_res else inputs | {"orig_im_size": torch.tensor([1500.0, 2250.0])}
 
 
 def _export(
@@ -269,19 +309,23 @@ def export_decoder(
     return_single_mask: bool = False,
     opset: int = DEFAULT_OPSET,
     hq_token_only: bool = False,
+    low_res: bool = False,
 ) -> Path:
     """Writes the prompt encoder + mask decoder graph with the official interface (module docstring);
-    `hq_token_only` for SAM-HQ models."""
+    `hq_token_only` for SAM-HQ models; `low_res`: `SamLowResDecoder`'s graph (no upscaling) instead."""
     model = _check_export_args(model, opset)
+    if low_res and return_single_mask:
+        raise ValueError("return_single_mask is for the official interface; the low_res graph returns every token.")
     points = {1: torch.export.Dim("num_points", min=1)}
     blocks = {0: torch.export.Dim("num_blocks", min=1)}  # the official passes every global block's output
-    inputs = decoder_example_inputs(model)
+    inputs = decoder_example_inputs(model, low_res=low_res)
+    module = SamLowResDecoder(model, hq_token_only=hq_token_only) if low_res else None
     _export(
-        decoder_module(model, return_single_mask, hq_token_only),
+        module or decoder_module(model, return_single_mask, hq_token_only),
         inputs,
         Path(path),
         opset,
-        DECODER_OUTPUTS,
+        LOW_RES_OUTPUTS if low_res else DECODER_OUTPUTS,
         {
             name: points if name in ("point_coords", "point_labels") else blocks if name == HQ_FEATURE else None
             for name in inputs
@@ -290,10 +334,13 @@ def export_decoder(
     return Path(path)
 
 
-def decoder_cache_key(model: SamModel, return_single_mask: bool = False, opset: int = DEFAULT_OPSET) -> str:
+def decoder_cache_key(
+    model: SamModel, return_single_mask: bool = False, opset: int = DEFAULT_OPSET, low_res: bool = False
+) -> str:
     """A hash of what the decoder graph of `model` depends on: the prompt encoder's and mask decoder's weights (and
     the shared positional encoding), their configs, the export options and the torch version."""
-    digest = hashlib.sha256(f"{torch.__version__} {opset} {return_single_mask} {DECODER_INPUTS}".encode())
+    options = f"{torch.__version__} {opset} {return_single_mask} {DECODER_INPUTS}" + (" low_res" if low_res else "")
+    digest = hashlib.sha256(options.encode())
     config = model.config
     for part in (config.prompt_encoder_config, config.mask_decoder_config):
         digest.update(json.dumps(part.to_dict(), sort_keys=True, default=str).encode())
@@ -308,21 +355,24 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sam_hf" / "onnx"
 
 
-def cached_decoder(model: SamModel, cache_dir: str | Path | None = None, return_single_mask: bool = False) -> Path:
-    """The decoder graph of `model` (`export_decoder`), exported once per model and kept under `cache_dir` (default
-    `default_cache_dir()`) in a folder named by `decoder_cache_key`; later calls with the same weights return it.
+def cached_decoder(
+    model: SamModel, cache_dir: str | Path | None = None, return_single_mask: bool = False, low_res: bool = False
+) -> Path:
+    """The decoder graph of `model` (`export_decoder`; `low_res`: `SamLowResDecoder`'s), exported once per model and
+    kept under `cache_dir` (default `default_cache_dir()`) in a folder named by `decoder_cache_key`; later calls with
+    the same weights return it.
 
     Returns:
         The path of the cached `mask_decoder.onnx`.
     """
     if not isinstance(model, SamModel):
         raise TypeError(f"model must be a sam_hf SamModel, got {type(model).__name__}.")
-    directory = Path(cache_dir or default_cache_dir()) / decoder_cache_key(model, return_single_mask)
+    directory = Path(cache_dir or default_cache_dir()) / decoder_cache_key(model, return_single_mask, low_res=low_res)
     path = directory / DECODER_FILE
     if not path.is_file():
         directory.mkdir(parents=True, exist_ok=True)
         partial = directory / f".{DECODER_FILE}.{os.getpid()}.{threading.get_ident()}"
-        export_decoder(model, partial, return_single_mask)
+        export_decoder(model, partial, return_single_mask, low_res=low_res)
         os.replace(partial, path)  # whole or absent: concurrent exports of one model may both write, one wins
     return path
 
