@@ -4,7 +4,6 @@ and a convolutional neck that maps `(batch, 3, 1024, 1024)` pixels to a `(batch,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import product
 
 import torch
 import torch.nn.functional as F
@@ -13,14 +12,11 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from ..configuration_sam import SamVisionConfig
-from ..prompts import is_tracing
 from .common import SamLayerNorm2d, SamMLPBlock
 
-# At most this many bias values exist at once (32 MiB in fp32), small enough to stay in the allocator's pool.
-BIAS_CHUNK_ELEMENTS = 1 << 23
-# Attention over more tokens than this (global blocks) runs blockwise per head, with logits blocks of this size.
-GLOBAL_ATTENTION_TOKENS = 1024
-QUERY_BLOCK_ELEMENTS = 1 << 20
+# Attention runs a chunk of queries at a time with at most this many bias values (64 MiB in fp32): one global block of
+# vit_b is then 12 fused SDPA calls instead of a 800 MB bias, and a windowed block is one call.
+BIAS_CHUNK_ELEMENTS = 1 << 24
 
 
 def relative_position_table(size: int, rel_pos: torch.Tensor) -> torch.Tensor:
@@ -48,21 +44,25 @@ class SamVisionEncoderOutput(ModelOutput):
 
 
 class SamVisionAttention(nn.Module):
-    """Multi-head self-attention over a `(batch, height, width, channels)` grid of tokens, with the decomposed
-    relative position bias of MViTv2 added to the attention logits.
+    """Multi-head self-attention over a `(batch, height, width, channels)` grid of tokens, within `window_size`
+    windows (or globally when `window_size == 0`), with the decomposed relative position bias of MViTv2 added to the
+    attention logits.
 
-    `config._attn_implementation` picks the code: `"sdpa"` (default) runs the tuned path below, which never
-    materialises the attention weights; `"eager"`, or `output_attentions=True`, computes and returns them."""
+    `config._attn_implementation` picks the code: `"sdpa"` (default) runs fused attention a chunk of queries at a
+    time, never materialising the attention weights; `"eager"`, or `output_attentions=True`, computes and returns
+    them."""
 
-    def __init__(self, config: SamVisionConfig, input_size: int) -> None:
+    def __init__(self, config: SamVisionConfig, window_size: int = 0) -> None:
         super().__init__()
         self.config = config
+        self.window_size = window_size
         self.num_attention_heads = config.num_attention_heads
         head_dim = config.hidden_size // config.num_attention_heads
         self.qkv = nn.Linear(config.hidden_size, config.hidden_size * 3, bias=config.qkv_bias)
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.use_rel_pos = config.use_rel_pos
         if self.use_rel_pos:
+            input_size = window_size if window_size > 0 else config.image_size // config.patch_size
             self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size - 1, head_dim))
             self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size - 1, head_dim))
 
@@ -79,9 +79,25 @@ class SamVisionAttention(nn.Module):
         self, hidden_states: torch.Tensor, output_attentions: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`(batch, height, width, channels)` -> the same shape, and the attention weights
-        `(batch * heads, tokens, tokens)` when `output_attentions` (else `None`)."""
-        batch_size, height, width, channels = hidden_states.shape
-        qkv = self.qkv(hidden_states).reshape(batch_size, height * width, 3, self.num_attention_heads, -1)
+        `(batch * num_windows * heads, tokens, tokens)` when `output_attentions` (else `None`).
+
+        Windowed attention pads the grid to whole windows, and the padding takes part in attention, as in the
+        official model. The input and output projections run on the unpadded grid: a padded token's qkv is the qkv
+        bias (its input is zero), and the padded outputs are cropped before the output projection."""
+        size = hidden_states.shape[1:3]
+        qkv = self.qkv(hidden_states)
+        if self.window_size > 0:
+            qkv, padded_size = window_partition(qkv, self.window_size, pad_value=self.qkv.bias)
+        attn_output, attn_weights = self._attention(qkv, output_attentions)
+        if self.window_size > 0:
+            attn_output = window_unpartition(attn_output, self.window_size, padded_size, size)
+        return self.proj(attn_output), attn_weights
+
+    def _attention(self, qkv: torch.Tensor, output_attentions: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`(batch, height, width, 3 * channels)` queries, keys and values -> `(batch, height, width, channels)`
+        attention output, and the weights when `output_attentions`."""
+        batch_size, height, width, _ = qkv.shape
+        qkv = qkv.reshape(batch_size, height * width, 3, self.num_attention_heads, -1)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, tokens, head_dim)
         attn_weights = None
         if output_attentions or self.config._attn_implementation == "eager":
@@ -91,8 +107,7 @@ class SamVisionAttention(nn.Module):
             attn_output = self._attention_with_relative_position(query, key, value, height, width)
         else:
             attn_output = F.scaled_dot_product_attention(query, key, value)
-        attn_output = attn_output.transpose(1, 2).reshape(batch_size, height, width, channels)
-        return self.proj(attn_output), attn_weights
+        return attn_output.transpose(1, 2).reshape(batch_size, height, width, -1), attn_weights
 
     def _eager_attention(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, height: int, width: int
@@ -110,13 +125,11 @@ class SamVisionAttention(nn.Module):
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, height: int, width: int
     ) -> torch.Tensor:
         # The bias of key (kh, kw) is rel_h[kh] + rel_w[kw]. Expanded, it is heads x tokens x tokens floats (800 MB
-        # per global block of vit_b): global blocks add it blockwise into the logits; windows (many small attentions,
-        # where SDPA's batching pays) build it a chunk of queries at a time for SDPA.
+        # per global block of vit_b), so it is built for a chunk of queries at a time and each chunk is one fused SDPA
+        # call over all heads: few, large operations, which keep their speed when other processes share the cores
+        # (a loop of small per-head products loses most of it, each waiting for the slowest thread).
         rel_h, rel_w = self.decomposed_relative_position(query, height, width)
         batch_size, num_heads, num_tokens = query.shape[:3]
-        # Eager only: traced for ONNX or torch.compile, the Python loop would unroll into thousands of nodes.
-        if num_tokens > GLOBAL_ATTENTION_TOKENS and not is_tracing():
-            return _blockwise_attention(query, key, value, rel_h, rel_w, height, width)
         chunk = max(1, BIAS_CHUNK_ELEMENTS // (batch_size * num_heads * num_tokens))
         outputs = []
         for start in range(0, num_tokens, chunk):
@@ -126,46 +139,18 @@ class SamVisionAttention(nn.Module):
         return torch.cat(outputs, dim=2)
 
 
-def _blockwise_attention(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    rel_h: torch.Tensor,
-    rel_w: torch.Tensor,
-    height: int,
-    width: int,
-) -> torch.Tensor:
-    """Softmax attention with the decomposed bias `rel_h[q, kh] + rel_w[q, kw]`, one head and one block of queries at
-    a time: the block's logits (`QUERY_BLOCK_ELEMENTS`, 4 MiB) take the bias in place while still in cache, instead of
-    a bias tensor being written to memory and read back by SDPA (~20 % faster on a global block of vit_b).
-
-    Args:
-        query, key, value: `(batch, heads, height * width, head_dim)`.
-        rel_h, rel_w: `(batch, heads, height * width, height)` and `(..., width)`.
-
-    Returns:
-        `(batch, heads, height * width, head_dim)`.
-    """
-    batch_size, num_heads, num_tokens, head_dim = query.shape
-    scaled_key_t = key.transpose(-1, -2) * head_dim**-0.5
-    rows = max(1, QUERY_BLOCK_ELEMENTS // num_tokens)
-    outputs = []
-    for batch, head in product(range(batch_size), range(num_heads)):
-        for start in range(0, num_tokens, rows):
-            block = slice(start, start + rows)
-            logits = query[batch, head, block] @ scaled_key_t[batch, head]  # (rows, tokens)
-            grid = logits.view(-1, height, width)
-            grid.add_(rel_h[batch, head, block, :, None]).add_(rel_w[batch, head, block, None, :])
-            outputs.append(torch.softmax(logits, dim=-1) @ value[batch, head])
-    return torch.cat(outputs).view(batch_size, num_heads, num_tokens, -1)
-
-
-def window_partition(hidden_states: torch.Tensor, window_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """`(batch, height, width, channels)` -> `(batch * num_windows, window_size, window_size, channels)`, zero-padding
-    the grid to a multiple of `window_size` (the padding takes part in attention, as in the official model)."""
+def window_partition(
+    hidden_states: torch.Tensor, window_size: int, pad_value: torch.Tensor | None = None
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """`(batch, height, width, channels)` -> `(batch * num_windows, window_size, window_size, channels)`, padding the
+    grid to a multiple of `window_size` with zeros, or with the `(channels,)` vector `pad_value` (the padding takes
+    part in attention, as in the official model)."""
     batch_size, height, width, channels = hidden_states.shape
     pad_h, pad_w = (-height) % window_size, (-width) % window_size
     hidden_states = F.pad(hidden_states, (0, 0, 0, pad_w, 0, pad_h))
+    if pad_value is not None and (pad_h or pad_w):
+        hidden_states[:, height:] = pad_value
+        hidden_states[:, :height, width:] = pad_value
     padded_h, padded_w = height + pad_h, width + pad_w
     windows = hidden_states.view(
         batch_size, padded_h // window_size, window_size, padded_w // window_size, window_size, channels
@@ -192,10 +177,8 @@ class SamVisionLayer(GradientCheckpointingLayer):
 
     def __init__(self, config: SamVisionConfig, window_size: int) -> None:
         super().__init__()
-        grid_size = config.image_size // config.patch_size
-        self.window_size = window_size
         self.layer_norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.attn = SamVisionAttention(config, input_size=window_size if window_size > 0 else grid_size)
+        self.attn = SamVisionAttention(config, window_size)
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = SamMLPBlock(config.hidden_size, config.mlp_dim, config.hidden_act)
 
@@ -204,14 +187,7 @@ class SamVisionLayer(GradientCheckpointingLayer):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`(batch, height, width, channels)` -> the same shape, and the attention weights when `output_attentions`."""
         residual = hidden_states
-        hidden_states = self.layer_norm1(hidden_states)
-        if self.window_size > 0:
-            size = hidden_states.shape[1:3]
-            hidden_states, padded_size = window_partition(hidden_states, self.window_size)
-            hidden_states, attn_weights = self.attn(hidden_states, output_attentions)
-            hidden_states = window_unpartition(hidden_states, self.window_size, padded_size, size)
-        else:
-            hidden_states, attn_weights = self.attn(hidden_states, output_attentions)
+        hidden_states, attn_weights = self.attn(self.layer_norm1(hidden_states), output_attentions)
         hidden_states = residual + hidden_states
         return hidden_states + self.mlp(self.layer_norm2(hidden_states)), attn_weights
 
