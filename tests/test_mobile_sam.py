@@ -20,7 +20,12 @@ from sam_hf.conversion import build_model, detect_model_size
 from sam_hf.conversion.onnx_export import export_image_encoder
 from sam_hf.data import generate_scene
 from sam_hf.everything import SamAutomaticMaskGenerator
-from sam_hf.modeling.backbones.tiny_vit import TinyViTVisionEncoder, attention_bias_index
+from sam_hf.modeling.backbones.tiny_vit import (
+    TinyViTAttention,
+    TinyViTConvBatchNorm,
+    TinyViTVisionEncoder,
+    attention_bias_index,
+)
 from sam_hf.training.interactive import InteractiveTrainer, interactive_batch
 from tests.helpers import (
     make_prompts,
@@ -133,6 +138,33 @@ def test_attention_bias_index_is_the_official_table():
     for window in (4, 7, 14):
         official = OfficialTinyViTAttention(16, 8, num_heads=2, attn_ratio=1, resolution=(window, window))
         assert torch.equal(attention_bias_index(window, torch.device("cpu")), official.attention_bias_idxs)
+
+
+def test_eval_shortcuts_follow_the_weights():
+    """Eval-mode shortcuts (BatchNorm folded into its convolution; the attention bias gathered through an index built
+    once per device) equal the plain computation after the weights change in place (load_state_dict), and in float64
+    after `.double()`; the index is not in the state dict."""
+    torch.manual_seed(0)
+    conv = perturb_(TinyViTConvBatchNorm(4, 6, kernel_size=3, stride=2, groups=2), seed=1, buffers=True)
+    attention = perturb_(TinyViTAttention(8, num_heads=2, window_size=3), seed=2)
+    keys = set(attention.state_dict())
+    for step in range(3):
+        if step == 1:
+            attention.load_state_dict({k: torch.randn_like(v) for k, v in attention.state_dict().items()})
+            conv.load_state_dict({k: v.abs() + 0.5 for k, v in conv.state_dict().items()})  # variances stay > 0
+        if step == 2:
+            attention.double()
+            conv.double()
+        x = torch.randn(2, 4, 9, 9, dtype=conv.conv.weight.dtype)
+        torch.testing.assert_close(conv(x), conv.batch_norm(conv.conv(x)))
+        with torch.inference_mode():  # the index is first built here
+            attention(torch.randn(5, 9, 8, dtype=x.dtype))
+        plain = attention.attention_biases[:, attention_bias_index(3, torch.device("cpu"))]
+        assert torch.equal(attention.relative_bias(torch.device("cpu")), plain)
+    assert set(attention.state_dict()) == keys
+    # Outside inference mode and eval, the biases still get gradients through the cached index.
+    attention.train()(torch.randn(5, 9, 8, dtype=torch.float64))[0].sum().backward()
+    assert attention.attention_biases.grad is not None
 
 
 # --- parity with the official MobileSAM (1024 x 1024) ---------------------------------------------------------------

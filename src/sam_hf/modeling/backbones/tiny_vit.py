@@ -15,6 +15,7 @@ from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from ...configuration_sam import SamVisionConfig
+from ...prompts import is_tracing
 from ..image_encoder import SamVisionEncoderOutput, SamVisionNeck, window_partition, window_unpartition
 
 # TinyViT's block LayerNorms use torch's default epsilon (the neck's is `config.layer_norm_eps`, as in SAM).
@@ -44,7 +45,16 @@ class TinyViTConvBatchNorm(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """`(batch, in_channels, h, w)` -> `(batch, out_channels, h / stride, w / stride)`."""
-        return self.batch_norm(self.conv(hidden_states))
+        norm = self.batch_norm
+        if norm.training:  # the batch's statistics
+            return norm(self.conv(hidden_states))
+        # With running statistics BatchNorm is a per-channel affine map: folded into the convolution's weight and bias
+        # (per call, so never stale), it costs no pass over the activations (~9 % of the encoder's time).
+        scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+        weight = self.conv.weight * scale[:, None, None, None]
+        bias = norm.bias - norm.running_mean * scale
+        conv = self.conv
+        return F.conv2d(hidden_states, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 class TinyViTPatchEmbeddings(nn.Module):
@@ -104,6 +114,22 @@ class TinyViTAttention(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
         self.attention_biases = nn.Parameter(torch.zeros(num_heads, window_size**2))
+        # `attention_bias_index` flattened, built on first use on each device: not a buffer, so not in the state dict,
+        # and it depends on the window size alone, so it cannot go stale (the biases themselves are gathered per call).
+        self._bias_index: torch.Tensor | None = None
+
+    def relative_bias(self, device: torch.device) -> torch.Tensor:
+        """`(heads, tokens, tokens)`: each head's learned bias of every (query, key) pair of the window."""
+        tokens = self.window_size**2
+        if is_tracing():  # built in the graph: a cached tensor would be a mutable attribute to the tracer
+            index = attention_bias_index(self.window_size, device).flatten()
+        else:
+            index = self._bias_index
+            if index is None or index.device != device:
+                with torch.inference_mode(False):  # an inference tensor could not be saved for backward later
+                    index = self._bias_index = attention_bias_index(self.window_size, device).flatten()
+        # index_select: ~6x faster than advanced indexing with the 2-D index (0.34 vs 2.2 ms for a 14x14 window).
+        return self.attention_biases.index_select(1, index).view(-1, tokens, tokens)
 
     def forward(
         self, hidden_states: torch.Tensor, output_attentions: bool = False
@@ -117,7 +143,7 @@ class TinyViTAttention(nn.Module):
         # Computed explicitly whatever `attn_implementation`: for MobileSAM's windows (49 and 196 tokens) with a bias,
         # torch's CPU SDPA measured 1.5-2x slower than these three operations, and the weights are small.
         logits = (query * query.shape[-1] ** -0.5) @ key.transpose(-1, -2)
-        logits.add_(self.attention_biases[:, attention_bias_index(self.window_size, hidden_states.device)])
+        logits.add_(self.relative_bias(hidden_states.device))
         attn_weights = torch.softmax(logits, dim=-1)
         attn_output = attn_weights @ value
         attn_output = self.proj(attn_output.transpose(1, 2).reshape(num_windows, num_tokens, width))
@@ -244,7 +270,9 @@ class TinyViTVisionEncoder(nn.Module):
         config = self.config
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        hidden_states = self.patch_embed(pixel_values)
+        # Channels last from here on: the depthwise and 1x1 convolutions run ~20 % faster on the CPU that way, and the
+        # attention stages' (batch, h, w, C) views of the maps are then contiguous.
+        hidden_states = self.patch_embed(pixel_values).contiguous(memory_format=torch.channels_last)
         all_hidden_states = (hidden_states.permute(0, 2, 3, 1),) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for stage in self.stages:
