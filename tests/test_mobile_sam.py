@@ -5,6 +5,7 @@ perturbed random weights (BatchNorm statistics included), and the library's feat
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 
@@ -15,11 +16,13 @@ import pytest
 import torch
 
 from sam_hf import SamConfig, SamModel, SamPredictor, SamProcessor, load_sam, segment_text
+from sam_hf.acceleration import INT8_MIN_MASK_IOU, quantize_int8
 from sam_hf.cli import main
 from sam_hf.conversion import build_model, detect_model_size
 from sam_hf.conversion.onnx_export import export_image_encoder
 from sam_hf.data import generate_scene
 from sam_hf.everything import SamAutomaticMaskGenerator
+from sam_hf.geometry import mask_iou
 from sam_hf.modeling.backbones.tiny_vit import (
     TinyViTAttention,
     TinyViTConvBatchNorm,
@@ -186,6 +189,29 @@ def test_masks_and_iou_match(mobile_pair, embeddings, case, multimask_output):
     assert masks.shape == expected_masks.shape
     torch.testing.assert_close(masks, expected_masks, atol=LOGITS_ATOL, rtol=0)
     torch.testing.assert_close(iou, expected_iou, atol=LOGITS_ATOL, rtol=0)
+
+
+def test_int8_quantises_every_tiny_vit_linear(mobile_pair, embeddings):
+    """`quantize_int8` picks the encoder's linears by type: TinyViT's attention (qkv, proj) and MLP (fc1, fc2) layers,
+    4 per block; the masks of 16 two-point prompts stay within the int8 accuracy floor of fp32's."""
+    model = copy.deepcopy(mobile_pair[1])
+    blocks = sum(depth for depth in model.config.vision_config.depths[1:])
+    quantize_int8(model)
+    quantised = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.vision_encoder.named_modules()
+        if isinstance(module, torch.ao.nn.quantized.dynamic.Linear)
+    }
+    count = sum(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.vision_encoder.modules())
+    assert quantised == {"qkv", "proj", "fc1", "fc2"} and count == 4 * blocks
+    assert not any(type(m) is torch.nn.Linear for m in model.vision_encoder.modules())
+    pixels = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(3))  # the `embeddings` input
+    with torch.inference_mode():
+        embedding = model.get_image_embeddings(pixels)
+    prompts = make_prompts("batch16_points", 1024, 256)
+    fp32_masks = run_sam_hf(mobile_pair[1], embeddings[1], prompts, True)[0] > 0
+    int8_masks = run_sam_hf(model, embedding, prompts, True)[0] > 0
+    assert mask_iou(int8_masks, fp32_masks, empty=1.0).mean() >= INT8_MIN_MASK_IOU
 
 
 # --- the official checkpoint: conversion, load_sam, the CLI ---------------------------------------------------------

@@ -20,8 +20,6 @@ from torch import nn
 from .modeling import SamModel
 
 INT8_MIN_MASK_IOU = 0.97  # the accuracy floor of the int8 path: mask IoU against the fp32 model
-# Linear layers of each encoder block: attention input / output projections and the two MLP layers.
-INT8_LAYERS = ("qkv", "proj", "lin1", "lin2")
 
 
 def compile_for_inference(model: SamModel, *, decoder: bool = True, **compile_kwargs: Any) -> SamModel:
@@ -38,9 +36,10 @@ def compile_for_inference(model: SamModel, *, decoder: bool = True, **compile_kw
     return model
 
 
-def quantize_int8(model: SamModel, layers: tuple[str, ...] = INT8_LAYERS) -> SamModel:
-    """Replaces the image encoder's `nn.Linear` layers by dynamically quantised int8 ones (CPU only), in place, and
-    puts the model in eval mode; returns `model`.
+def quantize_int8(model: SamModel) -> SamModel:
+    """Replaces every `nn.Linear` of the image encoder (chosen by type, so any backbone's: the ViT's and TinyViT's
+    attention and MLP layers) by a dynamically quantised int8 one (CPU only), in place, and puts the model in eval mode;
+    returns `model`.
 
     Only the encoder is quantised: it holds almost all of the compute of one image, and the decoder's attention uses
     its weights directly (its factored attention), which quantised modules do not expose. Quantised models cannot
@@ -55,11 +54,7 @@ def quantize_int8(model: SamModel, layers: tuple[str, ...] = INT8_LAYERS) -> Sam
         warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*are deprecated")
         torch.ao.quantization.quantize_dynamic(
             model.vision_encoder,
-            {
-                name: torch.ao.quantization.per_channel_dynamic_qconfig
-                for name, module in model.vision_encoder.named_modules()
-                if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in layers
-            },
+            {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig},
             dtype=torch.qint8,
             inplace=True,
         )
