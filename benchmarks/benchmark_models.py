@@ -3,17 +3,23 @@ weights and inputs, each in its own process (so peak RSS is that contender's alo
 Besides fp32 eager, sam_hf (and with `--accelerate-references` the references too) also runs compiled
 (`torch.compile`) and with an int8 image encoder (dynamic quantisation of its linear layers).
 
+The image encoder is also timed on a busy machine: the benchmark starts one competing single-threaded busy process,
+re-times every contender and variant under it, and stops it. Beside the separate processes, one process holds the
+eager contenders and times their encoders interleaved (official, transformers, sam_hf, again ...), idle and busy, so
+that slow drifts of the machine hit every contender alike.
+
     python -m benchmarks.benchmark_models [--size vit_b] [--prompts 1 64 256] [--variants eager compiled int8]
-        [--threads N] [--json PATH]
+        [--threads N] [--no-busy] [--json PATH]
 
 Run from the repository root. The parent builds the official model, perturbs its weights, saves them with safetensors
-and re-runs this module as `--worker NAME --variant VARIANT` for every contender and variant; each worker prints one
-JSON line. The markdown table is also written next to the JSON (`.md`).
+and re-runs this module as `--worker NAME --variant VARIANT` for every contender and variant (and `--worker
+interleaved`); each worker prints one JSON line. The markdown table is also written next to the JSON (`.md`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -22,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from importlib.metadata import version
 from pathlib import Path
@@ -36,6 +42,10 @@ VARIANTS = ("eager", "compiled", "int8")
 ENCODER = "image encoder, 1 image 1024x1024"
 ENCODER_FIRST = "image encoder, first call (compiles)"
 MEMORY = "peak RSS"
+ENCODER_BUSY = "image encoder, 1 other busy process"
+ENCODER_INTERLEAVED = "image encoder, one process interleaved"
+ENCODER_INTERLEAVED_BUSY = "image encoder, one process interleaved, 1 other busy process"
+INTERLEAVED = "interleaved"  # the worker that holds every eager contender in one process
 ENCODER_ATTRIBUTE = {"official": "image_encoder", "transformers": "vision_encoder", "sam_hf": "vision_encoder"}
 DECODER_ATTRIBUTE = {"official": "mask_decoder", "transformers": "mask_decoder", "sam_hf": "mask_decoder"}
 
@@ -143,6 +153,8 @@ def prompts(count: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def run_worker(args: argparse.Namespace) -> dict[str, Any]:
+    if args.worker == INTERLEAVED:
+        return run_interleaved_worker(args)
     torch.set_num_threads(args.threads)
     encode, decode = load_contender(args.worker, args.weights, args.size, args.variant)
     generator = torch.Generator().manual_seed(0)
@@ -154,12 +166,56 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
             results[ENCODER], embedding, results[ENCODER_FIRST] = measure(
                 partial(encode, pixels), args.warmup, args.repeats
             )
-        for count in args.prompts:
+        for count in [] if args.encoder_only else args.prompts:
             decode_count = partial(decode, embedding, *prompts(count))
             results[prompt_label(count)], _, _ = measure(decode_count, args.warmup, args.repeats)
         iou = decode(embedding, *prompts(1)).flatten().tolist()
     results[MEMORY] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
     return {"name": args.worker, "variant": args.variant, "results": results, "iou_1_prompt": iou}
+
+
+def run_interleaved_worker(args: argparse.Namespace) -> dict[str, Any]:
+    """Every eager contender's encoder in this one process, timed round-robin: `{"results": {name: median s}}`."""
+    torch.set_num_threads(args.threads)
+    encoders = {name: load_contender(name, args.weights, args.size)[0] for name in args.contenders}
+    pixels = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(0))
+    times: dict[str, list[float]] = {name: [] for name in encoders}
+    with torch.inference_mode():
+        for _ in range(args.warmup + args.repeats):
+            for name, encode in encoders.items():
+                start = time.perf_counter()
+                encode(pixels)
+                times[name].append(time.perf_counter() - start)
+    return {"results": {name: statistics.median(values[args.warmup :]) for name, values in times.items()}}
+
+
+@contextlib.contextmanager
+def busy_process() -> Iterator[None]:
+    """One competing single-threaded process spinning on a core for the duration: the load a data loader, a second
+    model or a browser puts on a user's machine."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(1.0)  # let the scheduler see it before timing starts
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def matmul_speeds(threads: int, repeats: int = 10) -> dict[str, float]:
+    """The CPU's fp32 matrix-product speed on the encoder's largest layer shape (4096 tokens x 768 -> 3072, best of
+    `repeats`), in GFLOP/s, and the same layer dynamically quantised to int8 as a speed-up over fp32: the ceiling of
+    what the encoder's linear layers can reach."""
+    torch.set_num_threads(threads)
+    tokens = torch.randn(4096, 768, generator=torch.Generator().manual_seed(0))
+    layer = torch.nn.Linear(768, 3072)
+    int8_layer = torch.ao.quantization.quantize_dynamic(
+        torch.nn.Sequential(torch.nn.Linear(768, 3072)), {torch.nn.Linear}, torch.qint8
+    )
+    with torch.inference_mode():
+        fp32 = min(measure(partial(layer, tokens), 1, 1)[0] for _ in range(repeats))
+        int8 = min(measure(partial(int8_layer, tokens), 1, 1)[0] for _ in range(repeats))
+    return {"fp32 GFLOP/s": 2 * 4096 * 768 * 3072 / fp32 / 1e9, "int8 vs fp32 linear": fp32 / int8}
 
 
 def environment(args: argparse.Namespace) -> dict[str, Any]:
@@ -176,6 +232,7 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
         "warmup": args.warmup,
         "repeats": args.repeats,
         "load": args.load,
+        "matmul": matmul_speeds(args.threads),
     }
 
 
@@ -216,6 +273,11 @@ def environment_line(env: dict[str, Any]) -> str:
         f"{env['size']}, torch {env['torch']}, transformers {env['transformers']}, {env['threads']} threads, "
         f"CPU: {env['cpu']}, MALLOC_* env: {malloc}, load: {env['load']}; median of {env['repeats']} after "
         f"{env['warmup']} warmup"
+    ) + (
+        f"; fp32 matmul peak {env['matmul']['fp32 GFLOP/s']:.0f} GFLOP/s, int8 linear "
+        f"{env['matmul']['int8 vs fp32 linear']:.2f}x fp32 (4096x768 -> 3072)"
+        if "matmul" in env
+        else ""
     )
 
 
@@ -235,12 +297,22 @@ def markdown_table(rows: list[tuple[str, dict[str, float]]], workers: dict[str, 
     return lines
 
 
-def table(args: argparse.Namespace, env: dict[str, Any], workers: dict[str, dict[str, Any]]) -> str:
+def table(
+    args: argparse.Namespace,
+    env: dict[str, Any],
+    workers: dict[str, dict[str, Any]],
+    interleaved: dict[str, dict[str, float]] | None = None,
+) -> str:
+    """The markdown report: one row per measurement (the busy and interleaved encoder rows when they ran), the ratio
+    columns, and the IoU parity lines."""
     names = ([] if args.skip_encoder else [ENCODER, ENCODER_FIRST]) + [prompt_label(c) for c in args.prompts]
+    names += [ENCODER_BUSY] if any(ENCODER_BUSY in worker["results"] for worker in workers.values()) else []
     rows = []
     for row in [*names, MEMORY]:
         values = {label: worker["results"][row] for label, worker in workers.items() if row in worker["results"]}
         rows.append((f"{row} ({'GiB' if row == MEMORY else 's'})", values))
+    for row, values in (interleaved or {}).items():
+        rows.append((f"{row} (s)", values))
     lines = [environment_line(env), "", *markdown_table(rows, workers), ""]
     if "official" in workers:
         reference = torch.tensor(workers["official"]["iou_1_prompt"])
@@ -262,20 +334,25 @@ def jobs(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 
 def run_workers(
-    module: str, pairs: list[tuple[str, str]], size: str, worker_args: list[str]
+    module: str,
+    pairs: list[tuple[str, str]],
+    size: str,
+    worker_args: list[str],
+    weights: Path | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Saves perturbed official weights, then runs `python -m module --worker NAME --variant VARIANT --weights PATH
-    *worker_args` for each pair in a fresh process and returns the JSON each prints last, by `job_label`."""
+    """Runs `python -m module --worker NAME --variant VARIANT --weights PATH *worker_args` for each pair in a fresh
+    process and returns the JSON each prints last, by `job_label`. `weights` defaults to perturbed official weights
+    saved for this call (`random_official_weights`)."""
+    if weights is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            random_official_weights(size, Path(tmp) / "official.safetensors")
+            return run_workers(module, pairs, size, worker_args, Path(tmp) / "official.safetensors")
     workers: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        weights = Path(tmp) / "official.safetensors"
-        random_official_weights(size, weights)
-        for name, variant in pairs:
-            print(f"running {job_label(name, variant)} ...", file=sys.stderr, flush=True)
-            command = [sys.executable, "-m", module, "--worker", name, "--variant", variant, "--weights", str(weights)]
-            command += worker_args
-            done = subprocess.run(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=True)
-            workers[job_label(name, variant)] = json.loads(done.stdout.strip().splitlines()[-1])
+    for name, variant in pairs:
+        print(f"running {job_label(name, variant)} ...", file=sys.stderr, flush=True)
+        command = [sys.executable, "-m", module, "--worker", name, "--variant", variant, "--weights", str(weights)]
+        done = subprocess.run(command + worker_args, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=True)
+        workers[job_label(name, variant)] = json.loads(done.stdout.strip().splitlines()[-1])
     return workers
 
 
@@ -291,10 +368,28 @@ def write_results(args: argparse.Namespace, text: str, payload: dict[str, Any]) 
 def run_parent(args: argparse.Namespace) -> None:
     shared = ["--size", args.size, "--threads", str(args.threads), "--warmup", str(args.warmup)]
     shared += ["--repeats", str(args.repeats), "--prompts", *map(str, args.prompts)]
-    shared += ["--skip-encoder"] if args.skip_encoder else []
-    workers = run_workers("benchmarks.benchmark_models", jobs(args), args.size, shared)
+    shared += ["--contenders", *args.contenders] + (["--skip-encoder"] if args.skip_encoder else [])
+    module = "benchmarks.benchmark_models"
+    interleaved: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "official.safetensors"
+        random_official_weights(args.size, weights)
+        workers = run_workers(module, jobs(args), args.size, shared, weights)
+        if args.busy and not args.skip_encoder:
+            with busy_process():
+                busy = run_workers(module, jobs(args), args.size, [*shared, "--encoder-only"], weights)
+            for label, worker in busy.items():
+                workers[label]["results"][ENCODER_BUSY] = worker["results"][ENCODER]
+        if args.interleaved and not args.skip_encoder:
+            pair = [(INTERLEAVED, "eager")]
+            interleaved[ENCODER_INTERLEAVED] = run_workers(module, pair, args.size, shared, weights)[INTERLEAVED]
+            with busy_process():
+                results = run_workers(module, pair, args.size, shared, weights)[INTERLEAVED]
+            interleaved[ENCODER_INTERLEAVED_BUSY] = results
     env = environment(args)
-    write_results(args, table(args, env, workers), {"environment": env, "workers": workers})
+    interleaved = {row: result["results"] for row, result in interleaved.items()}
+    payload = {"environment": env, "workers": workers, "interleaved": interleaved}
+    write_results(args, table(args, env, workers, interleaved), payload)
 
 
 def base_parser(description: str, json_name: str, warmup: int, repeats: int) -> argparse.ArgumentParser:
@@ -310,7 +405,7 @@ def base_parser(description: str, json_name: str, warmup: int, repeats: int) -> 
     parser.add_argument("--warmup", type=int, default=warmup)
     parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--json", type=Path, default=REPO_ROOT / "benchmarks" / "results" / json_name)
-    parser.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=[*CONTENDERS, INTERLEAVED], help=argparse.SUPPRESS)
     parser.add_argument("--variant", choices=VARIANTS, default="eager", help=argparse.SUPPRESS)
     parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
     return parser
@@ -334,6 +429,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = base_parser(__doc__, "latest.json", warmup=1, repeats=3)
     parser.add_argument("--prompts", nargs="+", type=int, default=[1, 64, 256], help="prompt counts to time")
     parser.add_argument("--skip-encoder", action="store_true", help="decode from a random embedding instead")
+    parser.add_argument("--no-busy", dest="busy", action="store_false", help="skip the busy-machine encoder row")
+    parser.add_argument(
+        "--no-interleaved", dest="interleaved", action="store_false", help="skip the one-process interleaved rows"
+    )
+    parser.add_argument("--encoder-only", action="store_true", help=argparse.SUPPRESS)
     run_cli(parser, argv, run_worker, run_parent)
 
 

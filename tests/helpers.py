@@ -11,6 +11,7 @@ import open_clip
 import pytest
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from sam_hf import SamConfig
 from sam_hf.clip_scoring import ClipScorer
@@ -214,16 +215,36 @@ def run_sam_hf(
     return output.pred_masks[0], output.iou_scores[0]
 
 
+def assert_same_record(a: dict, b: dict) -> None:
+    """Equal everything-mode records (or COCO annotations) up to float rounding: labelling processes / actors run with
+    other thread counts than a single run, so a pixel whose logit is ~0 may flip."""
+    for key in ("predicted_iou", "stability_score"):
+        assert abs(a[key] - b[key]) < 1e-4, key
+    assert np.allclose(a["bbox"], b["bbox"], atol=1) and a["crop_box"] == b["crop_box"]
+    assert np.allclose(a["point_coords"], b["point_coords"], atol=1e-4)
+    masks = [decode_segmentation(record["segmentation"]) for record in (a, b)]
+    assert mask_iou(*masks, empty=1.0) > 0.99
+
+
 def assert_same_coco(got: dict, want: dict) -> None:
-    """Equal COCO files up to float rounding: labelling processes / actors run with other thread counts than a single
-    run, so a pixel whose logit is ~0 may flip."""
+    """Equal COCO files up to float rounding (`assert_same_record` per annotation)."""
     assert got["images"] == want["images"] and got["categories"] == want["categories"]
+    assert got["info"]["failed"] == want["info"]["failed"]
     assert len(got["annotations"]) == len(want["annotations"])
     for a, b in zip(got["annotations"], want["annotations"], strict=True):
-        assert a["image_id"] == b["image_id"] and abs(a["score"] - b["score"]) < 1e-4
-        assert np.allclose(a["bbox"], b["bbox"], atol=1)
-        masks = [decode_segmentation(annotation["segmentation"]) for annotation in (a, b)]
-        assert mask_iou(*masks, empty=1.0) > 0.99
+        assert a["image_id"] == b["image_id"] and a["score"] == a["predicted_iou"]
+        assert_same_record(a, b)
+
+
+def assert_same_rows(got: list[dict], want: list[dict]) -> None:
+    """Equal Parquet label rows (`ParquetLabels.results()`): the same images (id, name, size, bytes, error), and for
+    each the same number of masks, equal up to float rounding (`assert_same_record`)."""
+    keys = ("image_id", "file_name", "height", "width", "sha256", "error")
+    assert [[row[key] for key in keys] for row in got] == [[row[key] for key in keys] for row in want]
+    for got_row, want_row in zip(got, want, strict=True):
+        assert len(got_row["masks"] or []) == len(want_row["masks"] or [])
+        for a, b in zip(got_row["masks"] or [], want_row["masks"] or [], strict=True):
+            assert_same_record(a, b)
 
 
 def run_official_hq(
@@ -244,3 +265,18 @@ def run_official_hq(
             hq_token_only=hq_token_only,
             interm_embeddings=interm,
         )
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the most elements of any tensor an operation returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.numel = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(tensor, torch.Tensor):
+                self.numel = max(self.numel, tensor.numel())
+        return out

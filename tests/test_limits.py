@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from sam_hf import SamPredictor, SamProcessor, prompts
 from sam_hf.processing import image_inputs
 from sam_hf.prompts import MAX_POINTS_PER_PROMPT, MAX_PROMPTS_PER_REQUEST
+from tests.helpers import LargestTensor
 
 
 @pytest.fixture
@@ -74,21 +74,6 @@ def test_the_model_decodes_large_prompt_batches_for_everything_mode(tiny_model, 
     monkeypatch.setattr(prompts, "MAX_PROMPTS_PER_REQUEST", 2)
     outputs = tiny_model(image_embeddings=torch.zeros(1, 64, 8, 8), input_points=torch.rand(1, 5, 1, 2) * 128)
     assert outputs.iou_scores.shape == (1, 5, 3)
-
-
-class LargestTensor(TorchDispatchMode):
-    """Records the most elements of any tensor an operation returns."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.numel = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for tensor in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(tensor, torch.Tensor):
-                self.numel = max(self.numel, tensor.numel())
-        return out
 
 
 def test_decoder_memory_is_linear_in_the_points_of_a_prompt(tiny_model):
