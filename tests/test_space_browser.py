@@ -252,6 +252,18 @@ def test_downloads_of_an_image_over_1024_px_are_at_full_resolution(webassembly: 
         *_, result, _ = Client(url, verbose=False).predict(
             handle_file(path), prompt["points"], None, prompt["multimask"], None, "auto", api_name="/segment"
         )
+        if webassembly:  # everything mode: a clicked mask downloads as its record's mask, at the original size
+            page.locator("button.label-wrap", has_text="Segment everything").click(timeout=30_000)  # the accordion
+            side = page.get_by_label("number input for Points per side")
+            side.fill("4")  # a 4x4 grid: enough masks to click one, quick
+            side.press("Enter")
+            page.locator("#everything").click(timeout=30_000)
+            page.wait_for_function("() => samCanvas.state.everything !== null", timeout=TIMEOUT_MS)
+            page.locator(".sam-view").click(position=at(page, *centre_point(target)))
+            page.wait_for_function("() => samCanvas.state.picked !== null")
+            picked, coco = page.evaluate("() => [samCanvas.state.picked, JSON.parse(samCanvas.state.coco)]")
+            record = decode_segmentation(coco["masks"][picked]["segmentation"])
+            np.testing.assert_array_equal(check_downloads(page, image), record)
     server = decode_segmentation(result["masks"][result["selected"]]["segmentation"])
     print(
         f"\nfull-resolution download vs server /segment ({'browser' if webassembly else 'server'}): {iou(mask, server)}"

@@ -55,7 +55,7 @@ function download(name, blob) {
 // n -> the padded model input S, crop to the resized image r, -> the original size o), evaluated only at the original
 // pixels `wanted` along one axis. Both bilinear steps are linear along each axis, so each output pixel is a weighted
 // sum of at most 4 low-res ones: taps are (index, weight) x 4 per output pixel.
-function axisTaps(n, size, resized, original, wanted) {
+export function axisTaps(n, size, resized, original, wanted) {
   const index = new Int32Array(4 * wanted.length), weight = new Float32Array(4 * wanted.length);
   const first = n / size, second = resized / original;
   const source = (dst, scale) => Math.max(0, (dst + 0.5) * scale - 0.5);
@@ -71,7 +71,7 @@ function axisTaps(n, size, resized, original, wanted) {
 }
 
 // logits: the n x n low-res logits; rows / cols: taps of the output's rows and columns -> mask (logit > 0), row-major.
-function upscaleMask(logits, n, rows, cols) {
+export function upscaleMask(logits, n, rows, cols) {
   const height = rows.index.length / 4, width = cols.index.length / 4, across = new Float32Array(n * width);
   for (let y = 0; y < n; y++) { // along the width first, for every low-res row
     const line = y * n, outLine = y * width;
@@ -94,6 +94,30 @@ function upscaleMask(logits, n, rows, cols) {
 }
 
 const range = (length, map = (i) => i) => Int32Array.from({ length }, (_, i) => map(i));
+
+// A COCO compressed RLE ({size: [height, width], counts}, pycocotools' rleFrString; runs in column-major order) ->
+// a row-major mask.
+function decodeCocoRle({ size: [height, width], counts }) {
+  const runs = [];
+  for (let p = 0; p < counts.length;) {
+    let x = 0, k = 0, more = true;
+    while (more) {
+      const c = counts.charCodeAt(p) - 48;
+      x |= (c & 0x1f) << (5 * k);
+      more = (c & 0x20) !== 0; p++; k++;
+      if (!more && (c & 0x10)) x |= -1 << (5 * k);
+    }
+    if (runs.length > 2) x += runs[runs.length - 2];
+    runs.push(x);
+  }
+  const mask = new Uint8Array(height * width);
+  let start = 0;
+  runs.forEach((run, r) => {
+    if (r % 2) for (let j = start; j < start + run; j++) mask[(j % height) * width + Math.floor(j / height)] = 1;
+    start += run;
+  });
+  return mask;
+}
 
 const TOOLBAR = `
   <div class="sam-toolbar">
@@ -125,7 +149,7 @@ export function mount({ element, props, trigger, watch, urls }) {
   const state = {
     key: null, image: null, width: 0, height: 0, original: [0, 0], embedding: null, inputSize: null,
     decoderUrl: null, session: null, browser: false, points: [], box: null, history: [], masks: [], scores: [],
-    lowRes: [], full: [], taps: null, hq: false, modelSize: 0, pixelsSrc: null,
+    lowRes: [], full: [], taps: null, hq: false, modelSize: 0, pixelsSrc: null, picked: null,
     scoreName: 'IoU', selected: 0, hover: null, drag: null, everything: null, coco: null, serial: null,
     busy: false, pendingHover: null, lastPrompt: null, latencies: [], where: 'none', ready: false, stats: {},
   };
@@ -223,7 +247,10 @@ export function mount({ element, props, trigger, watch, urls }) {
       const n = Math.round(Math.sqrt(state.lowRes[i].length)), taps = tapsFor(n, true);
       return upscaleMask(state.lowRes[i], n, taps.rows, taps.cols);
     }
-    if (!state.full[i]) return maskAt(i); // shown at full size, or an everything-mode mask (display size)
+    if (state.picked !== null) { // an everything-mode mask: its record's COCO RLE, at the original size
+      return decodeCocoRle(JSON.parse(state.coco).masks[state.picked].segmentation);
+    }
+    if (!state.full[i]) return maskAt(i); // shown at full size
     const rgba = await pixelsOf(state.full[i], width, height), mask = new Uint8Array(width * height);
     for (let j = 0; j < mask.length; j++) mask[j] = rgba[4 * j] > 127 ? 1 : 0;
     return mask;
@@ -289,7 +316,7 @@ export function mount({ element, props, trigger, watch, urls }) {
   // masks: display-size masks, or null for each low-res candidate (lowRes); full: original-size mask PNGs (server)
   function setResult(masks, scores, scoreName = 'IoU', lowRes = [], full = []) {
     state.masks = masks; state.scores = Array.from(scores); state.scoreName = scoreName;
-    state.lowRes = lowRes; state.full = full;
+    state.lowRes = lowRes; state.full = full; state.picked = null;
     state.selected = state.scores.length ? state.scores.indexOf(Math.max(...state.scores)) : 0;
     showCandidates();
   }
@@ -377,7 +404,7 @@ export function mount({ element, props, trigger, watch, urls }) {
       if (label) {
         const mask = new Uint8Array(state.everything.labels.length);
         state.everything.labels.forEach((value, i) => { mask[i] = value === label ? 1 : 0; });
-        setResult([mask], [state.everything.scores[label - 1]]); draw();
+        setResult([mask], [state.everything.scores[label - 1]]); state.picked = label - 1; draw();
       }
       return;
     }

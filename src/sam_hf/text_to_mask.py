@@ -1,7 +1,9 @@
 """Text to mask, on any SAM checkpoint: `segment_text(predictor, image, "red circle")`.
 
-`segment_prompts` is the one prompts -> masks step of the CLI, the pipeline and the Space: a text goes to
-`segment_text` (with the points and the box), other prompts to `SamPredictor.predict`.
+`segment_prompts` is the one prompts -> masks step of the CLI and the Space (one prompt on one image): a text goes to
+`segment_text` (with the points and the box), other prompts to `SamPredictor.predict`. The promptable pipeline keeps
+its own path: it decodes several prompts per call in one batched forward, takes a `mask_threshold`, and its text
+`top_k` is apart from `multimask_output` (here `top_k` is 3 with `multimask`, else 1).
 
 Two text methods, one entry point:
 
@@ -183,8 +185,8 @@ def segment_prompts(
     multimask: bool = True,
     embedded: EmbeddedImage | None = None,
 ) -> Prediction | TextSegmentation:
-    """Masks for any mix of points, a box and a text on one image, the one prompts -> masks step of the CLI, the
-    pipeline and the Space: with a text, `segment_text` (the points and box join it); else `predictor.predict`.
+    """Masks for any mix of points, a box and a text on one image, the one prompts -> masks step of the CLI and the
+    Space: with a text, `segment_text` (the points and box join it); else `predictor.predict`.
 
     Args:
         predictor: a `SamPredictor`.
