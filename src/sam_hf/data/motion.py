@@ -4,7 +4,8 @@ A clip has 2-4 objects that translate on smooth periodic paths, rotate and scale
 (a fixed depth order: masks are what stays visible), some leave the frame and come back, and the textured, cluttered
 background pans under them. Frames are drawn on demand (`clip.frame(t)`, `iter(clip)`), so a clip of any length costs
 the memory of one frame. Everything is a pure function of the seed; clips use their own random stream, so a clip seed
-never reproduces a training scene, and evaluation uses seeds from `HELD_OUT_SEED` on (`CLIP_HELD_OUT_SEED`).
+never reproduces a training scene. Evaluation uses the clip seeds `CLIP_HELD_OUT_SEED + 0..9999` and tuning (choosing
+`VideoSettings`) the disjoint validation seeds from `CLIP_VALIDATION_SEED` on.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from .scenes import COLORS, HELD_OUT_SEED, MIN_VISIBLE_FRACTION, SHAPES, _background, _texture, draw_shape
 
 CLIP_HELD_OUT_SEED = HELD_OUT_SEED  # evaluation clips: seeds from here on (the bundled model never saw a clip)
+CLIP_VALIDATION_SEED = HELD_OUT_SEED + 1_000_000  # validation clips for tuning: never the evaluation clips
 _MOTION_STREAM = 20_251_202  # mixed into every clip's seed: clip randomness differs from scene randomness
 _PLACEMENT_TRIES = 50  # first-frame layouts tried until every object is mostly visible
 

@@ -1,6 +1,7 @@
 """The DAVIS video-segmentation measures (Perazzi et al. 2016; the `davis2017-evaluation` code): J, region similarity
-(mask IoU), and F, the boundary F-measure, with the boundary tolerance `BOUNDARY_TOLERANCE` of the image diagonal; and
-`score_clip`, which follows the objects of a generated clip (`sam_hf.data.motion`) and scores them."""
+(mask IoU), and F, the boundary F-measure, with the boundary tolerance `BOUNDARY_TOLERANCE` of the image diagonal;
+`failure_type`, which names why an object's mask on a frame is wrong; and `score_clip`, which follows the objects of a
+generated clip (`sam_hf.data.motion`) and scores them."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from ..predictor import SamPredictor
 from .predictor import VideoPredictor, VideoSettings
 
 BOUNDARY_TOLERANCE = 0.008  # DAVIS's bound_th: matching distance as a fraction of the image diagonal
+FAILURES = ("swap", "false positive", "edge", "occlusion", "lost", "drift")
+FAILED_J = 0.5  # a frame whose J is below this counts as a failure
+OCCLUDED = 0.7  # an object showing less than this fraction of itself is occluded
 
 
 def region_similarity(prediction: np.ndarray, truth: np.ndarray) -> float:
@@ -55,16 +59,46 @@ def boundary_f_measure(prediction: np.ndarray, truth: np.ndarray, tolerance: flo
     return 0.0 if precision + recall == 0 else float(2 * precision * recall / (precision + recall))
 
 
+def failure_type(prediction: np.ndarray, lost: bool, index: int, truths: np.ndarray, whole: np.ndarray) -> str | None:
+    """Why object `index`'s mask on a frame is wrong (`None`: it is not: J >= `FAILED_J` and not reported lost), the
+    first that applies of `FAILURES`: `"swap"` (the mask covers another object more than this one), `"false
+    positive"` (the object is not visible but a mask is given), `"edge"` (the object is cut by the frame border),
+    `"occlusion"` (less than `OCCLUDED` of it is visible), `"lost"` (reported lost although visible), `"drift"` (a wrong
+    mask otherwise).
+
+    Args:
+        prediction: `(H, W)` bool, the mask given for the object.
+        lost: whether the object was reported lost.
+        index: the object's index in `truths`.
+        truths: `(n, H, W)` bool, every object's visible mask on the frame.
+        whole: `(H, W)` bool, object `index`'s whole mask before occlusion (inside the frame).
+    """
+    truth = truths[index]
+    if not truth.any():
+        return "false positive" if prediction.any() else None
+    if region_similarity(prediction, truth) >= FAILED_J and not lost:
+        return None
+    own = int((prediction & truth).sum())
+    if any(int((prediction & other).sum()) > own for k, other in enumerate(truths) if k != index):
+        return "swap"
+    if truth[0].any() or truth[-1].any() or truth[:, 0].any() or truth[:, -1].any():
+        return "edge"
+    if truth.sum() < OCCLUDED * whole.sum():
+        return "occlusion"
+    return "lost" if lost else "drift"
+
+
 @dataclass
 class ClipScores:
     """DAVIS scores of one clip: per object, `J` and `F` averaged over the frames after the prompted one; `lost` and
     `visible` count the frames where the object is visible in the ground truth and where it was, among those,
-    reported lost."""
+    reported lost; `failures` counts the object-frames of each `failure_type`."""
 
     J: list[float]
     F: list[float]
     lost: int
     visible: int
+    failures: dict[str, int]
 
 
 PROMPTS = ("point", "box")
@@ -85,6 +119,7 @@ def score_clip(
             tracker.add_prompt(0, object_id, box=mask_boxes(mask).tolist())
     count = len(clip.objects)
     j, f, lost, visible = np.zeros(count), np.zeros(count), 0, 0
+    failures = dict.fromkeys(FAILURES, 0)
     for result in tracker.propagate(0):
         if result.index == 0:
             continue
@@ -95,5 +130,9 @@ def score_clip(
             if truth[i].any():
                 visible += 1
                 lost += int(result.lost[i])
+            whole = clip.objects[i].full_mask(result.index, clip.size)
+            failure = failure_type(result.masks[i], bool(result.lost[i]), i, truth, whole)
+            if failure is not None:
+                failures[failure] += 1
     frames = max(len(clip) - 1, 1)
-    return ClipScores((j / frames).tolist(), (f / frames).tolist(), lost, visible)
+    return ClipScores((j / frames).tolist(), (f / frames).tolist(), lost, visible, failures)

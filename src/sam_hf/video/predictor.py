@@ -2,13 +2,14 @@
 
 SAM-1 has no memory of earlier frames (SAM 2 has): as in Track-Anything and SAM-PT, each object is carried from frame to
 frame as a prompt. Per frame the image encoder runs once, and every followed object is decoded in one batch from that
-embedding, prompted by its previous mask (`VideoSettings.track_prompt`: by default its box widened by 10 %; the
-alternatives measured in the README's "Video" section). An object whose mask comes back empty, scored low, collapsed,
-or taken by another object is reported lost on that frame and looked for on the following frames: by its text prompt
-when it has one, else by clicks on the embedding cells most like its last good mask (the image embedding pooled inside
-that mask), a candidate being accepted only when it looks like that mask. Prompts on any frame start an object or
-correct it from that frame on. Frames are read one at a time (`sam_hf.video.io`), so memory does not grow with the
-video.
+embedding, prompted by its previous mask (`VideoSettings.track_prompt`: by default its box widened by 10 % and its
+low-resolution logits; the alternatives measured in the README's "Video" section), and the followed objects share the
+frame's pixels (each pixel goes to the object with the highest logit there). An object whose mask comes back empty,
+scored low, collapsed, or taken by another object is reported lost on that frame and looked for on the following
+frames: by its text prompt when it has one, else by clicks on the embedding cells most like its last good mask (the
+image embedding pooled inside that mask), a candidate being accepted only when it looks like that mask. Prompts on any
+frame start an object or correct it from that frame on. Frames are read one at a time (`sam_hf.video.io`), so memory
+does not grow with the video.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,10 @@ class VideoSettings:
         lost_score: a mask whose predicted IoU is below this is lost.
         min_area: a mask smaller than this fraction of the frame is lost (empty, or a few stray pixels).
         collapse: a mask smaller than this fraction of the object's previous mask is lost (it went behind something).
-        max_overlap: when two followed objects' masks overlap more than this IoU, the lower-scored one is lost (a box
-            around an occluded object grabs its occluder).
+        max_overlap: when two objects' masks overlap more than this IoU, one is lost (a box around an occluded object
+            grabs its occluder; see `_resolve_overlaps`).
+        exclusive: a pixel that several followed objects' masks claim goes to the one with the highest logit there
+            (objects prompted on the frame keep their masks: a part and its whole may overlap).
         refind: how lost objects are looked for: `"similarity"` (a click on each of the `refind_points` embedding
             cells most like the object's last good mask), `"text"` (their text prompt), `"proposals"` (everything-mode
             masks), `"auto"` (text when the object has one, else similarity) or `"none"`. Every candidate must then
@@ -66,7 +69,7 @@ class VideoSettings:
         text_method: `segment_text`'s method for text prompts (`"auto"`, `"learned"`, `"zero-shot"`).
     """
 
-    track_prompt: str = "box"
+    track_prompt: str = "box+mask"
     box_margin: float = 0.1
     lost_score: float = 0.5
     min_area: float = 2e-4
@@ -74,8 +77,9 @@ class VideoSettings:
     max_overlap: float = 0.5
     refind: str = "auto"
     refind_points: int = 3
-    refind_similarity: float = 0.8
+    refind_similarity: float = 0.7
     refind_area: float = 4.0
+    exclusive: bool = True
     proposals: Any = BUNDLED_SETTINGS
     text_method: str = "auto"
 
@@ -88,6 +92,8 @@ class VideoSettings:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise ValueError(f"{name} must be a number in [0, 1], got {value!r}.")
+        if not isinstance(self.exclusive, bool):
+            raise TypeError(f"exclusive must be True or False, got {self.exclusive!r}.")
         if not isinstance(self.refind_points, int) or self.refind_points < 1:
             raise ValueError(f"refind_points must be a positive integer, got {self.refind_points!r}.")
         if not isinstance(self.refind_area, (int, float)) or self.refind_area < 1:
@@ -297,7 +303,9 @@ class VideoPredictor:
         texts = {
             object_id: prompt for object_id, prompt in prompts.items() if prompt.text is not None
         }  # text prompts run through segment_text (learned token or zero-shot), with their points / box
-        decoded = self._decode(embedded, {key: query for key, query in queries.items() if key not in texts})
+        # Followed objects share the frame's pixels; the user's prompts here may overlap (a part and its whole).
+        exclusive = [key for key in queries if key not in prompts] if self.settings.exclusive else []
+        decoded = self._decode(embedded, {key: query for key, query in queries.items() if key not in texts}, exclusive)
         for object_id, prompt in texts.items():
             decoded[object_id] = self._text(image, embedded, prompt)
         refound = []
@@ -336,10 +344,13 @@ class VideoPredictor:
             query.points, query.labels = np.array([centre_point(track.mask)]), np.ones(1, dtype=np.int64)
         return query
 
-    def _decode(self, embedded: EmbeddedImage, queries: dict[Any, _Query]) -> dict[Any, tuple[np.ndarray, float, Any]]:
+    def _decode(
+        self, embedded: EmbeddedImage, queries: dict[Any, _Query], exclusive: Collection[Any] = ()
+    ) -> dict[Any, tuple[np.ndarray, float, Any]]:
         """Decodes the queries, one batch per prompt form (while following, every object has the same form: one
-        batch for all): object id -> (mask `(H, W)`, score, low-res logits `(1, h, w)`)."""
-        predictor, results = self.predictor, {}
+        batch for all): object id -> (mask `(H, W)`, score, low-res logits `(1, h, w)`). A pixel that several masks
+        of the `exclusive` ids claim goes to the one with the highest logit there."""
+        predictor, results, upscaled = self.predictor, {}, {}
         predictor.image = embedded
         groups: dict[tuple[bool, ...], list[Any]] = {}
         for object_id, query in queries.items():
@@ -361,15 +372,23 @@ class VideoPredictor:
                 inputs["boxes"] = predictor.transform.apply_boxes_torch(boxes, embedded.original_size)
             if has_logits:
                 inputs["mask_input"] = torch.stack([query.logits for query in batch])
-            masks, scores, logits = predictor.predict_torch(**inputs, multimask_output=multimask)
+            masks, scores, logits = predictor.predict_torch(
+                **inputs, multimask_output=multimask, return_logits=bool(exclusive)
+            )
             best = scores.argmax(dim=1)
             for i, object_id in enumerate(ids):
                 choice = int(best[i])
+                upscaled[object_id] = masks[i, choice]
                 results[object_id] = (
-                    masks[i, choice].cpu().numpy(),
+                    (masks[i, choice] > 0).cpu().numpy(),
                     float(scores[i, choice]),
                     logits[i, choice : choice + 1],
                 )
+        if len(exclusive) > 1:
+            winner = torch.stack([upscaled[key] for key in exclusive]).argmax(dim=0).cpu().numpy()
+            for i, key in enumerate(exclusive):
+                mask, score, logits = results[key]
+                results[key] = (mask & (winner == i), score, logits)
         return results
 
     def _text(
