@@ -228,3 +228,27 @@ def test_cached_decoder_exports_once_per_model(small_pair, tmp_path, monkeypatch
     assert onnx_export.cached_decoder(vision_only, tmp_path) != first and len(exported) == 2
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert onnx_export.default_cache_dir() == tmp_path / "xdg" / "sam_hf" / "onnx"
+
+
+def test_low_res_decoder_is_the_official_graph_without_upscaling(small_pair, tmp_path) -> None:
+    """`SamLowResDecoder` (the Space page's graph; run in onnxruntime-web by tests/test_space_browser.py): the four
+    tokens' low-res logits and IoU of the official `SamOnnxModel`, on a box and a mask prompt."""
+    official, model = small_pair
+    torch.manual_seed(7)
+    mask_size = model.config.prompt_encoder_config.mask_input_size
+    inputs = onnx_inputs(
+        model,
+        torch.rand(2, 2) * 200,
+        torch.tensor([1, 0]),
+        torch.tensor([30.0, 40.0, 200.0, 150.0]),
+        torch.randn(1, 1, mask_size, mask_size),
+    )
+    with torch.no_grad():
+        _, official_iou, official_low_res = SamOnnxModel(official, return_single_mask=False)(**inputs)
+        inputs.pop("orig_im_size")
+        low_res, iou = onnx_export.SamLowResDecoder(model)(**inputs)
+    assert low_res.shape == (1, 4, mask_size, mask_size)
+    np.testing.assert_allclose(low_res.numpy(), official_low_res.numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(iou.numpy(), official_iou.numpy(), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="return_single_mask"):
+        export_decoder(model, tmp_path / "x.onnx", return_single_mask=True, low_res=True)
