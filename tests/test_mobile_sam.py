@@ -317,6 +317,11 @@ def test_attentions_and_hidden_states(tiny_mobile_model):
     # windows of 16, 3 heads
     assert [tuple(a.shape) for a in output.attentions] == [(18, 49, 49), (8, 49, 49), (8, 49, 49), (12, 16, 16)]
     torch.testing.assert_close(output.attentions[0].sum(-1), torch.ones(18, 49))
+    with torch.no_grad():  # one hidden state alone (the light SAM-HQ's early feature), the others not kept
+        (early,) = tiny_mobile_model.vision_encoder(pixels, return_hidden_state=2).hidden_states
+    torch.testing.assert_close(early, output.hidden_states[2], atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match=r"return_hidden_state must be in \[0, 4\]"):
+        tiny_mobile_model.vision_encoder(pixels, return_hidden_state=5)
 
 
 def test_training_with_a_frozen_encoder_keeps_batch_norm_statistics():

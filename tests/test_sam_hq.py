@@ -164,6 +164,27 @@ def test_image_embeddings_carry_the_first_global_blocks_output(encoded):
     torch.testing.assert_close(ours[:, 256:], interm[0].permute(0, 3, 1, 2), atol=EMBEDDING_ATOL, rtol=0)
 
 
+def test_encoder_pass_keeps_only_the_early_feature(hq_pair, pixels):
+    """`get_image_embeddings` has the encoder keep the one hidden state the HQ decoder fuses, not every block's
+    (~160 MB of peak memory for vit_b); `output_hidden_states` still returns them all."""
+    model = hq_pair[1]
+    kept = []
+    hook = model.vision_encoder.register_forward_hook(lambda module, args, output: kept.append(output.hidden_states))
+    try:
+        with torch.no_grad():
+            model.get_image_embeddings(pixels)
+            every = model(
+                pixel_values=pixels, input_boxes=torch.tensor([[[0.0, 0.0, 40.0, 40.0]]]), output_hidden_states=True
+            ).vision_hidden_states
+    finally:
+        hook.remove()
+    index = model.config.vision_config.global_attn_indexes[0] + 1
+    assert len(kept[0]) == 1 and len(every) == model.config.vision_config.num_hidden_layers + 1
+    torch.testing.assert_close(kept[0][0], every[index], atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="return_hidden_state must be in"):
+        model.vision_encoder(pixels, return_hidden_state=len(every))
+
+
 @pytest.mark.parametrize("hq_token_only", [False, True])
 @pytest.mark.parametrize("multimask", [True, False])
 @pytest.mark.parametrize("case", ["point", "points", "box", "points_box", "points_mask", "mask"])

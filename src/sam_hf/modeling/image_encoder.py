@@ -246,26 +246,32 @@ class SamVisionEncoder(nn.Module):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        return_hidden_state: int | None = None,
     ) -> SamVisionEncoderOutput | tuple[torch.Tensor, ...]:
         """transformers' `SamVisionEncoder` call: the flags default to the config's; `return_dict=False` gives the
-        output's non-`None` fields as a tuple."""
+        output's non-`None` fields as a tuple. Without `output_hidden_states`, `return_hidden_state=i` returns the
+        hidden state of that index alone (0 the embedding, `i` layer `i - 1`'s output) as `hidden_states`, e.g.
+        SAM-HQ's early feature, without keeping the others."""
         config = self.config
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        if return_hidden_state is not None and not 0 <= return_hidden_state <= len(self.layers):
+            raise ValueError(f"return_hidden_state must be in [0, {len(self.layers)}], got {return_hidden_state}.")
+        kept = range(len(self.layers) + 1) if output_hidden_states else (return_hidden_state,)
         hidden_states = self.patch_embed(pixel_values)
         if self.pos_embed is not None:
             hidden_states = hidden_states + self.pos_embed
-        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_hidden_states = (hidden_states,) if 0 in kept else ()
         all_attentions = () if output_attentions else None
-        for layer in self.layers:
+        for index, layer in enumerate(self.layers, start=1):
             hidden_states, attn_weights = layer(hidden_states, output_attentions)
-            if output_hidden_states:
+            if index in kept:
                 all_hidden_states += (hidden_states,)
             if output_attentions:
                 all_attentions += (attn_weights,)
         output = SamVisionEncoderOutput(
             last_hidden_state=self.neck(hidden_states.permute(0, 3, 1, 2)),
-            hidden_states=all_hidden_states,
+            hidden_states=all_hidden_states or None,
             attentions=all_attentions,
         )
         return output if (config.return_dict if return_dict is None else return_dict) else output.to_tuple()

@@ -178,18 +178,23 @@ class SamModel(SamPreTrainedModel):
         self, pixel_values: torch.Tensor, output_attentions: bool = False, output_hidden_states: bool = False
     ) -> tuple[Any, torch.Tensor]:
         """The vision encoder's output and the decoder's image embeddings (`get_image_embeddings`). SAM-HQ's early
-        feature is the first global-attention block's output (TinyViT: the second stage's), taken from the encoder's
-        hidden states."""
+        feature is the first global-attention block's output (TinyViT: the second stage's), the one hidden state the
+        encoder keeps for it (all of them only with `output_hidden_states`)."""
         hq = self.config.mask_decoder_config.hq_token
+        vision = self.config.vision_config
+        # hidden_states[0] is the embedding (ViT) or the stem's output (TinyViT, whose second stage's merged output,
+        # hidden_states[2], the official light HQ model fuses).
+        early_index = (2 if vision.backbone == "tiny_vit" else vision.global_attn_indexes[0] + 1) if hq else None
         outputs = self.vision_encoder(
-            pixel_values.to(self.dtype), output_attentions, output_hidden_states or hq, return_dict=True
+            pixel_values.to(self.dtype),
+            output_attentions,
+            output_hidden_states,
+            return_dict=True,
+            return_hidden_state=early_index,
         )
         embeddings = outputs.last_hidden_state
         if hq:
-            vision = self.config.vision_config
-            # hidden_states[0] is the embedding (ViT) or the stem's output (TinyViT, whose second stage's merged output,
-            # hidden_states[2], the official light HQ model fuses).
-            early = outputs.hidden_states[2 if vision.backbone == "tiny_vit" else vision.global_attn_indexes[0] + 1]
+            early = outputs.hidden_states[early_index if output_hidden_states else 0]
             embeddings = torch.cat([embeddings, early.permute(0, 3, 1, 2)], dim=1)
             if not output_hidden_states:
                 outputs.hidden_states = None

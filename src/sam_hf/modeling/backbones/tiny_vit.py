@@ -262,28 +262,33 @@ class TinyViTVisionEncoder(nn.Module):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        return_hidden_state: int | None = None,
     ) -> SamVisionEncoderOutput | tuple[torch.Tensor, ...]:
         """transformers' `SamVisionEncoder` call. `hidden_states` holds the stem's output and each stage's output
         (after its patch merging, as the official `TinyViT.layers[i]` returns it), channels last `(batch, h, w, C)`
         with each stage's resolution and width; `attentions` each attention block's weights
-        `(batch * num_windows * heads, tokens, tokens)`."""
+        `(batch * num_windows * heads, tokens, tokens)`. Without `output_hidden_states`, `return_hidden_state=i`
+        returns the hidden state of that index alone (0 the stem's, `i` stage `i - 1`'s), as the ViT encoder does."""
         config = self.config
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        if return_hidden_state is not None and not 0 <= return_hidden_state <= len(self.stages):
+            raise ValueError(f"return_hidden_state must be in [0, {len(self.stages)}], got {return_hidden_state}.")
+        kept = range(len(self.stages) + 1) if output_hidden_states else (return_hidden_state,)
         # Channels last from here on: the depthwise and 1x1 convolutions run ~20 % faster on the CPU that way, and the
         # attention stages' (batch, h, w, C) views of the maps are then contiguous.
         hidden_states = self.patch_embed(pixel_values).contiguous(memory_format=torch.channels_last)
-        all_hidden_states = (hidden_states.permute(0, 2, 3, 1),) if output_hidden_states else None
+        all_hidden_states = (hidden_states.permute(0, 2, 3, 1),) if 0 in kept else ()
         all_attentions = () if output_attentions else None
-        for stage in self.stages:
+        for index, stage in enumerate(self.stages, start=1):
             hidden_states, attentions = stage(hidden_states, output_attentions)
-            if output_hidden_states:
+            if index in kept:
                 all_hidden_states += (hidden_states.permute(0, 2, 3, 1),)
             if output_attentions:
                 all_attentions += attentions
         output = SamVisionEncoderOutput(
             last_hidden_state=self.neck(hidden_states),
-            hidden_states=all_hidden_states,
+            hidden_states=all_hidden_states or None,
             attentions=all_attentions,
         )
         return output if (config.return_dict if return_dict is None else return_dict) else output.to_tuple()
