@@ -3,6 +3,7 @@ names that are not UTF-8, files replaced in place, and a umask to respect."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -14,7 +15,8 @@ import pytest
 
 from sam_hf.cli import main
 from sam_hf.data import generate_scene
-from sam_hf.labelling import ImageLabeller, write_json_atomic
+from sam_hf.labelling import ParquetLabels, write_json_atomic
+from sam_hf.labelling import local as labelling_local
 
 FLAGS = ["--points-per-side", "4", "--pred-iou-thresh", "0.5", "--stability-score-thresh", "0.7"]
 FLAGS += ["--device", "cpu", "--no-progress"]
@@ -25,9 +27,10 @@ def save_scene(path: Path, seed: int) -> None:
 
 
 def run_everything(directory: Path, out: Path, capsys, *flags: str) -> tuple[int | str, str]:
-    """Runs `sam-hf everything DIRECTORY --out OUT [FLAGS]` in this process: (exit status or message, stderr)."""
+    """Runs `sam-hf everything DIRECTORY --out OUT.labels --coco OUT [FLAGS]` in this process: (exit status or message,
+    stderr)."""
     try:
-        main(["everything", str(directory), "--out", str(out), *FLAGS, *flags])
+        main(["everything", str(directory), "--out", f"{out}.labels", "--coco", str(out), *FLAGS, *flags])
         status = 0
     except SystemExit as exit_:
         status = exit_.code
@@ -51,18 +54,18 @@ def test_unreadable_files_are_recorded_and_the_rest_labelled(tmp_path, capsys) -
     finally:
         os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o644  # not a temporary file's 0600
-    assert all(part.stat().st_mode & 0o777 == 0o644 for part in Path(f"{out}.parts").iterdir())
+    written = [*Path(f"{out}.labels").iterdir(), *Path(f"{out}.labels/data").iterdir()]
+    assert all(path.stat().st_mode & 0o777 == (0o755 if path.is_dir() else 0o644) for path in written)
     assert isinstance(status, str) and status.startswith("sam-hf everything: 2 of 4 files could not be read")
     assert "truncated.png" in status and "zero.png" in status
     coco = json.loads(out.read_text())
-    assert [image["file_name"] for image in coco["images"]] == ["caf\udce9.png", "good.png"]
+    # Parquet strings are UTF-8: the byte that is not is kept as a `\xNN` escape (the file itself is read by its name).
+    assert [image["file_name"] for image in coco["images"]] == ["caf\\xe9.png", "good.png"]
     assert [image["id"] for image in coco["images"]] == [1, 2]
     assert {annotation["image_id"] for annotation in coco["annotations"]} <= {1, 2} and coco["annotations"]
     failed = {item["file_name"]: item["error"] for item in coco["info"]["failed"]}
     assert sorted(failed) == ["truncated.png", "zero.png"]
     assert all(name in error and "cannot read" in error for name, error in failed.items())
-    # The name round-trips to the file on disk.
-    assert (images / coco["images"][0]["file_name"]).is_file()
 
     # The failures are results too: a second run labels nothing again, and reports the same failures.
     status_again, _ = run_everything(images, out, capsys)
@@ -80,13 +83,8 @@ def test_a_file_replaced_in_place_is_labelled_again(tmp_path, capsys, monkeypatc
     assert run_everything(images, out, capsys)[0] == 0
 
     labelled = []
-    original = ImageLabeller.label
-
-    def counted(self, image):
-        labelled.append(image.name)
-        return original(self, image)
-
-    monkeypatch.setattr(ImageLabeller, "label", counted)
+    original = labelling_local.label_image
+    monkeypatch.setattr(labelling_local, "label_image", lambda *args: labelled.append(args) or original(*args))
     stat = (images / "b.bmp").stat()
     replacement = tmp_path / "other.bmp"
     save_scene(replacement, 3)
@@ -96,7 +94,9 @@ def test_a_file_replaced_in_place_is_labelled_again(tmp_path, capsys, monkeypatc
     assert (images / "b.bmp").stat().st_mtime_ns == stat.st_mtime_ns
 
     assert run_everything(images, out, capsys)[0] == 0
-    assert labelled == ["b.bmp"]
+    assert len(labelled) == 1
+    rows = {row["file_name"]: row["sha256"] for row in ParquetLabels(f"{out}.labels").results()}
+    assert rows["b.bmp"] == hashlib.sha256((images / "b.bmp").read_bytes()).hexdigest() and len(rows) == 2
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o002])

@@ -1,12 +1,9 @@
-"""The `sam-hf` command line: segment, everything (COCO output, resume, several processes) and its error messages."""
+"""The `sam-hf` command line: segment, everything (Parquet labels and their COCO export, resume) and its error
+messages. Several processes and Ray: tests/test_labelling_ray.py."""
 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +15,8 @@ from pycocotools.coco import COCO
 from sam_hf import SamPredictor, load_sam
 from sam_hf.cli import main
 from sam_hf.data import generate_scene
-from sam_hf.labelling import ImageLabeller, find_images
-from tests.helpers import assert_same_coco
+from sam_hf.labelling import ParquetLabels
+from sam_hf.labelling import local as labelling_local
 
 # Low thresholds: the bundled model is small, and at the official ones it keeps few masks on 128x128 scenes.
 EVERYTHING_FLAGS = ["--points-per-side", "8", "--pred-iou-thresh", "0.6", "--stability-score-thresh", "0.8"]
@@ -122,15 +119,17 @@ def test_missing_and_unreadable_files(scenes, tmp_path, capsys) -> None:
         (["segment", str(tmp_path / "missing.png"), *prompt], "image file not found"),
         (["segment", str(broken), *prompt], "cannot read"),
         (["segment", str(scenes / "a.png"), *prompt, "--model", str(empty)], "cannot load model"),
-        (["everything", str(tmp_path / "missing"), "--out", str(tmp_path / "a.json")], "not found"),
-        (["everything", str(empty), "--out", str(tmp_path / "a.json")], "no image files"),
+        (["everything", str(tmp_path / "missing"), "--out", str(tmp_path / "labels")], "not found"),
+        (["everything", str(empty), "--out", str(tmp_path / "labels")], "no image files"),
+        (["everything", str(scenes), "--out", str(tmp_path / "a.json")], "for one COCO file add --coco"),
     ):
         status, err = run_cli(args, capsys)
         assert status == 2, args
         assert message in err and "Traceback" not in err, err
-    assert not (tmp_path / "a.json").exists()
+    assert not (tmp_path / "a.json").exists() and not (tmp_path / "labels").exists()
     # An unreadable image in a batch is recorded in the output and fails the run at the end (tests/test_batch_labelling)
-    status, err = run_cli(["everything", str(broken), "--out", str(tmp_path / "a.json"), *EVERYTHING_FLAGS], capsys)
+    output = ["--out", str(tmp_path / "labels"), "--coco", str(tmp_path / "a.json")]
+    status, err = run_cli(["everything", str(broken), *output, *EVERYTHING_FLAGS], capsys)
     assert status.startswith("sam-hf everything: 1 of 1 files could not be read") and "cannot read" in status
     assert "Traceback" not in err
     assert json.loads((tmp_path / "a.json").read_text())["images"] == []
@@ -138,7 +137,8 @@ def test_missing_and_unreadable_files(scenes, tmp_path, capsys) -> None:
 
 def test_everything_writes_coco(scenes, tmp_path, capsys) -> None:
     out = tmp_path / "annotations.json"
-    status, err = run_cli(["everything", str(scenes), "--out", str(out), *EVERYTHING_FLAGS], capsys)
+    command = ["everything", str(scenes), "--out", str(tmp_path / "labels"), "--coco", str(out), *EVERYTHING_FLAGS]
+    status, err = run_cli(command, capsys)
     assert status == 0, err
     coco = json.loads(out.read_text())
     assert [image["file_name"] for image in coco["images"]] == ["a.png", "b.png", "c.png", "more/d.png"]
@@ -159,67 +159,34 @@ def test_everything_writes_coco(scenes, tmp_path, capsys) -> None:
 
 
 def test_everything_resumes(scenes, tmp_path, capsys, monkeypatch) -> None:
-    """An interruption leaves the finished images' results (and no output, no temporary file); the next run labels
-    only the rest, and results of other settings are not reused."""
-    out, work = tmp_path / "ann.json", tmp_path / "parts"
+    """An interruption keeps the finished images' rows (and leaves no temporary file); the next run labels only the
+    rest; labels of other settings are refused rather than mixed in."""
+    out = tmp_path / "labels"
     labelled = []
-    original = ImageLabeller.label
+    original = labelling_local.label_image
 
-    def interrupted(self, image):
+    def interrupted(generator, image):
         if len(labelled) == 2:
             raise KeyboardInterrupt
-        labelled.append(image.name)
-        return original(self, image)
+        labelled.append(image.shape)
+        return original(generator, image)
 
-    monkeypatch.setattr(ImageLabeller, "label", interrupted)
-    command = ["everything", str(scenes), "--out", str(out), "--work-dir", str(work), *EVERYTHING_FLAGS]
+    monkeypatch.setattr(labelling_local, "label_image", interrupted)
+    command = ["everything", str(scenes), "--out", str(out), *EVERYTHING_FLAGS]
     status, err = run_cli(command, capsys)
     assert status == 130 and err.endswith("sam-hf everything: interrupted\n")
-    assert not out.exists()
-    assert len(list(work.glob("*.json"))) == 2 and not list(work.glob(".*"))
+    assert [row["file_name"] for row in ParquetLabels(out).results()] == ["a.png", "b.png"]
+    assert not [path for path in (out / "data").iterdir() if path.suffix != ".parquet"]
 
     labelled.clear()
-
-    def counted(self, image):
-        labelled.append(image.name)
-        return original(self, image)
-
-    monkeypatch.setattr(ImageLabeller, "label", counted)
+    monkeypatch.setattr(labelling_local, "label_image", lambda *args: labelled.append(args) or original(*args))
     assert run_cli(command, capsys)[0] == 0
-    assert labelled == ["c.png", "more/d.png"]
-    assert len(json.loads(out.read_text())["images"]) == 4
+    assert len(labelled) == 2
+    assert [row["file_name"] for row in ParquetLabels(out).results()] == ["a.png", "b.png", "c.png", "more/d.png"]
 
     labelled.clear()  # unchanged settings: nothing to do
     assert run_cli(command, capsys)[0] == 0
     assert labelled == []
-    labelled.clear()  # other settings: everything again
-    assert run_cli([*command, "--box-nms-thresh", "0.5"], capsys)[0] == 0
-    assert labelled == find_images(scenes)[1]
-
-
-def test_two_processes_equal_one(scenes, tmp_path, capsys) -> None:
-    """`accelerate launch --multi_gpu --num_processes 2 -m sam_hf everything ... --device cpu`: two CPU processes
-    (torchrun, gloo; accelerate's `--cpu` launcher starts one process unless given an MPI hostfile); the merged file
-    equals one process's."""
-    single = tmp_path / "single.json"
-    assert run_cli(["everything", str(scenes), "--out", str(single), *EVERYTHING_FLAGS], capsys)[0] == 0
-    shared = tmp_path / "shared.json"
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    with socket.socket() as free:  # a free port: another job may hold accelerate's default 29500
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
-    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    launch += ["--main_process_port", str(port)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [*launch, "-m", "sam_hf", "everything", str(scenes), "--out", str(shared), *EVERYTHING_FLAGS],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("wrote") == 1  # only the main process merges
-    assert_same_coco(json.loads(shared.read_text()), json.loads(single.read_text()))
-    parts = [json.loads(part.read_text()) for part in Path(f"{shared}.parts").glob("*.json")]
-    assert sorted(part["process_index"] for part in parts) == [0, 0, 1, 1]  # each process labelled its half
+    status, err = run_cli([*command, "--box-nms-thresh", "0.5"], capsys)  # other settings: refused
+    assert status == 2 and "holds labels made with other settings (box_nms_thresh)" in err
+    assert labelled == []

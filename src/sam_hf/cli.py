@@ -2,8 +2,8 @@
 
     sam-hf segment IMAGE --point X,Y[,LABEL] ... [--box X1,Y1,X2,Y2] --out mask.png [--multimask] [--json scores.json]
     sam-hf segment IMAGE --text "red circle" [--clip ViT-B-16 --pretrained TAG] --out mask.png
-    sam-hf everything IMAGE_OR_DIR --out annotations.json [--points-per-side 32 ...]
-    accelerate launch -m sam_hf everything DIR --out annotations.json     # shared by every process / GPU
+    sam-hf everything IMAGE_OR_DIR --out labels/ [--coco annotations.json] [--points-per-side 32 ...]
+    accelerate launch -m sam_hf everything DIR --out labels/ [--coco ...]   # shared by every process / GPU
     sam-hf everything DIR_OR_DATASET --engine ray [--address auto] --out labels/ [--coco annotations.json]
     sam-hf convert sam_vit_b_01ec64.pth sam-vit-base [--push-to-hub USER/REPO]   # official .pth -> sam_hf directory
     sam-hf export-onnx MODEL onnx/ [--return-single-mask]                 # image_encoder.onnx + mask_decoder.onnx
@@ -161,18 +161,18 @@ def _generator_settings() -> list[dataclasses.Field]:
 def _add_everything_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "everything",
-        help="all masks of an image or a directory of images, as COCO annotations",
-        description="Everything mode over an image or a directory of images (recursively), as one COCO JSON file "
-        "with RLE masks. Resumable: per-image results go to --work-dir, and images already done are skipped. Under "
-        "`accelerate launch -m sam_hf everything ...` the processes share the images.",
+        help="all masks of an image, a directory of images or a dataset, as Parquet labels (and COCO)",
+        description="Everything mode over an image, a directory of images (recursively) or a Hugging Face dataset, "
+        "into Parquet shards in --out (one row per image, the SA-1B record fields per mask), on one process, under "
+        "`accelerate launch -m sam_hf everything ...` (the processes share the images) or on Ray (--engine ray). "
+        "Resumable: images already in --out (same name, same bytes) are skipped. --coco exports one COCO JSON file.",
     )
     parser.add_argument(
         "images", help="image file or directory, or a dataset: save_to_disk / Parquet directory, or Hub id org/name"
     )
-    parser.add_argument(
-        "--out", required=True, type=Path, help="COCO annotations JSON to write (--engine ray: a Parquet directory)"
-    )
-    parser.add_argument("--work-dir", type=Path, help="per-image results (default: OUT.parts; local engine)")
+    parser.add_argument("--out", required=True, type=Path, help="label directory: Parquet shards in OUT/data")
+    parser.add_argument("--coco", type=Path, help="also export one COCO JSON file (RLE masks) from the shards")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the shards as this Hub dataset")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--split", help="dataset split (default: train)")
     parser.add_argument("--image-column", help="dataset column holding the images (default: image)")
@@ -181,15 +181,16 @@ def _add_everything_parser(commands: argparse._SubParsersAction) -> None:
         "--engine",
         choices=("local", "ray"),
         default="local",
-        help="local: this process or accelerate launch, into one COCO file (default); ray: a Ray cluster, into "
-        "Parquet shards in OUT",
+        help="local: this process, or the processes of accelerate launch (default); ray: a Ray cluster",
     )
-    ray.add_argument("--address", help="existing Ray cluster (e.g. auto, ray://head:10001; default: a local Ray)")
-    ray.add_argument("--concurrency", type=int, default=1, metavar="N", help="actors, one model each (default: 1)")
-    ray.add_argument("--num-gpus", type=float, default=None, metavar="G", help="GPUs per actor (default: 1 if any)")
-    ray.add_argument("--num-cpus", type=float, default=1.0, metavar="C", help="CPUs per actor (default: 1)")
-    ray.add_argument("--coco", type=Path, help="also export one COCO JSON file from the shards")
-    ray.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the shards as this Hub dataset")
+    ray.add_argument(
+        "--address",
+        help="existing Ray cluster, left running (e.g. 127.0.0.1:6379, auto, ray://head:10001; default: RAY_ADDRESS "
+        "if set, else a local Ray started and stopped by the command)",
+    )
+    ray.add_argument("--concurrency", type=int, metavar="N", help="actors, one model each (default: 1)")
+    ray.add_argument("--num-gpus", type=float, metavar="G", help="GPUs per actor (default: 1 if any)")
+    ray.add_argument("--num-cpus", type=float, metavar="C", help="CPUs per actor (default: 1)")
     _add_model_arguments(parser)
     settings = parser.add_argument_group("everything-mode settings (as the official SamAutomaticMaskGenerator)")
     for setting in _generator_settings():
@@ -204,21 +205,25 @@ def _add_everything_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_everything(args: argparse.Namespace) -> None:
-    """`sam-hf everything`: everything mode over an image, a directory or a dataset, written as one COCO JSON to
-    `--out` (resumable through `--work-dir`), or with `--engine ray` as Parquet shards in `--out` (resumable; `--coco`,
-    `--push-to-hub`); exits with a message when some images could not be read."""
+    """`sam-hf everything`: everything mode over an image, a directory or a dataset into the Parquet directory `--out`
+    (resumable), by this process / accelerate's or by Ray; then `--coco` and `--push-to-hub`, whichever engine ran.
+    Exits with a message when some images could not be read."""
     from .everything import EverythingSettings, SamAutomaticMaskGenerator
-    from .labelling import open_source
+    from .labelling import ParquetLabels, open_source
 
     parameters = {setting.name: getattr(args, setting.name) for setting in _generator_settings()}
     everything = EverythingSettings(**parameters, output_mode="coco_rle")  # bad values fail before a model loads
     settings = {"model": args.model or "bundled", "dtype": args.dtype, **parameters}
-    ray_only = {"--coco": args.coco, "--push-to-hub": args.push_to_hub, "--address": args.address}
+    if args.out.suffix.lower() == ".json":
+        raise ValueError(
+            f"--out is the label directory (Parquet shards), got {str(args.out)!r}; for one COCO file add "
+            f"--coco {args.out}."
+        )
+    ray_only = {"--address": args.address, "--concurrency": args.concurrency}
+    ray_only |= {"--num-gpus": args.num_gpus, "--num-cpus": args.num_cpus}
     given = [flag for flag, value in ray_only.items() if value is not None]
     if args.engine == "local" and given:
         raise ValueError(f"{', '.join(given)} apply to --engine ray, not to the local engine.")
-    if args.engine == "ray" and args.work_dir is not None:
-        raise ValueError("--work-dir applies to the local engine; --engine ray resumes from the shards in --out.")
     source = open_source(args.images, args.split, args.image_column)
 
     def make_generator(device: Any) -> SamAutomaticMaskGenerator:
@@ -226,55 +231,15 @@ def run_everything(args: argparse.Namespace) -> None:
         return SamAutomaticMaskGenerator(model, processor=processor, settings=everything)
 
     if args.engine == "ray":
-        failed, total = _everything_with_ray(args, source, make_generator, settings)
+        summary = _everything_with_ray(args, source, make_generator, settings)
     else:
         from .labelling import label_images
 
         device = resolve_device(args.device) if args.device else None
-        coco = label_images(
-            source,
-            args.out,
-            make_generator,
-            settings,
-            work_dir=args.work_dir,
-            progress=not args.no_progress,
-            cpu=device.type == "cpu" if device else not torch.cuda.is_available(),
-        )
-        if coco is None:  # not the main process
+        cpu = device.type == "cpu" if device else not torch.cuda.is_available()
+        summary = label_images(source, args.out, make_generator, settings, progress=not args.no_progress, cpu=cpu)
+        if summary is None:  # not the main process
             return
-        print(f"wrote {args.out}: {len(coco['images'])} images, {len(coco['annotations'])} masks")
-        failed, total = coco["info"]["failed"], len(coco["info"]["failed"]) + len(coco["images"])
-    if failed:  # the others are labelled and written; the run still fails, so that scripts notice
-        lines = "".join(f"\n  {item['error']}" for item in failed)
-        raise SystemExit(
-            f"sam-hf everything: {len(failed)} of {total} files could not be read (listed in the output's "
-            f"{'error column' if args.engine == 'ray' else 'info.failed'}):{lines}"
-        )
-
-
-def _everything_with_ray(
-    args: argparse.Namespace, source: Any, make_generator: Any, settings: dict
-) -> tuple[list[dict], int]:
-    """`sam-hf everything --engine ray`: labels into the Parquet directory `--out`, then the COCO export and the Hub
-    upload if asked; returns the failed images and the number of images."""
-    try:
-        from .labelling.parquet import ParquetLabels
-        from .labelling.ray_engine import label_with_ray
-    except ImportError as error:
-        raise ValueError(f"--engine ray needs the ray extra (pip install 'sam_hf[ray]'): {error}") from error
-
-    num_gpus = args.num_gpus if args.num_gpus is not None else float(torch.cuda.is_available())
-    summary = label_with_ray(
-        source,
-        args.out,
-        make_generator,
-        settings,
-        address=args.address,
-        concurrency=args.concurrency,
-        num_cpus=args.num_cpus,
-        num_gpus=num_gpus,
-        progress=not args.no_progress,
-    )
     print(f"wrote {args.out}: {summary['images']} images ({summary['labelled']} labelled now)")
     labels = ParquetLabels(args.out)
     if args.coco is not None:
@@ -283,7 +248,35 @@ def _everything_with_ray(
     if args.push_to_hub is not None:
         labels.push_to_hub(args.push_to_hub)
         print(f"pushed {args.out} to the Hub dataset {args.push_to_hub}")
-    return summary["failed"], summary["images"]
+    failed = summary["failed"]
+    if failed:  # the others are labelled and written; the run still fails, so that scripts notice
+        lines = "".join(f"\n  {item['error']}" for item in failed)
+        raise SystemExit(
+            f"sam-hf everything: {len(failed)} of {summary['images']} files could not be read (listed in the "
+            f"output's error column):{lines}"
+        )
+
+
+def _everything_with_ray(args: argparse.Namespace, source: Any, make_generator: Any, settings: dict) -> dict:
+    """`sam-hf everything --engine ray`: labels into the Parquet directory `--out`; returns `label_with_ray`'s
+    summary."""
+    try:
+        from .labelling.ray_engine import label_with_ray
+    except ImportError as error:
+        raise ValueError(f"--engine ray needs the ray extra (pip install 'sam_hf[ray]'): {error}") from error
+
+    num_gpus = args.num_gpus if args.num_gpus is not None else float(torch.cuda.is_available())
+    return label_with_ray(
+        source,
+        args.out,
+        make_generator,
+        settings,
+        address=args.address,
+        concurrency=1 if args.concurrency is None else args.concurrency,
+        num_cpus=1.0 if args.num_cpus is None else args.num_cpus,
+        num_gpus=num_gpus,
+        progress=not args.no_progress,
+    )
 
 
 def _add_convert_parser(commands: argparse._SubParsersAction) -> None:

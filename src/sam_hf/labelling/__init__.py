@@ -1,14 +1,16 @@
 """Batch labelling: everything mode over many images, on one machine or a cluster.
 
 - `sources`: where the images come from (a folder, or a Hugging Face dataset, streamed).
-- `results`: `label_image`, the per-image step every engine runs; per-image JSON results and the COCO merge.
-- `local`: the single-process / `accelerate launch` engine (`label_images`), into one COCO file.
-- `parquet` and `ray_engine` (the `ray` extra, imported only when used): `label_with_ray`, the Ray Data engine, into
-  Parquet shards (`ParquetLabels`: COCO export, Hub upload).
+- `results`: `decode` and `label_image`, the per-image steps every engine runs; the COCO form of the results.
+- `parquet`: the output of every engine, Parquet shards (`ParquetLabels`: the resume rule, the one writer, COCO export,
+  Hub upload).
+- `local`: the single-process / `accelerate launch` engine (`label_images`).
+- `ray_engine` (the `ray` extra, imported only when used): `label_with_ray`, the Ray Data engine.
 """
 
 from .local import BARRIER_TIMEOUT, label_images
-from .results import CATEGORY, ImageLabeller, coco_annotation, coco_dataset, label_image, write_json_atomic
+from .parquet import ParquetLabels
+from .results import CATEGORY, coco_annotation, coco_dataset, decode, label_image, write_json_atomic
 from .sources import IMAGE_SUFFIXES, DatasetSource, FolderSource, SourceImage, find_images, open_source
 
 __all__ = [
@@ -17,10 +19,11 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "DatasetSource",
     "FolderSource",
-    "ImageLabeller",
+    "ParquetLabels",
     "SourceImage",
     "coco_annotation",
     "coco_dataset",
+    "decode",
     "find_images",
     "label_image",
     "label_images",

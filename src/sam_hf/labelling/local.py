@@ -1,9 +1,10 @@
-"""The single-process and accelerate engine: everything mode over a source into one COCO file, in every process that
+"""The single-process and accelerate engine: everything mode over a source into Parquet shards, in every process that
 `accelerate launch` started (or alone).
 
-Each image's result is written to its own JSON file in a work directory as soon as it is done (atomically), so an
-interrupted run skips the images already done when started again, and several processes can share the images and the
-directory; the main process then merges everything into one COCO file.
+Every process labels every n-th image of the same, fixed order, skips what already has a row (`parquet.pending`), and
+writes its rows as shards of its own (every `rows_per_shard` images, and whatever is done when it stops, an interruption
+included), so a run started again labels only the rest. After all processes finished, the main process tidies up and
+sums up (`ParquetLabels.finish`), as the Ray engine does.
 """
 
 from __future__ import annotations
@@ -11,61 +12,73 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import PartialState
+from tqdm.auto import tqdm
 
-from .results import ImageLabeller, write_json_atomic
-from .sources import DatasetSource, FolderSource
+from .parquet import ROWS_PER_SHARD, ParquetLabels, pending, rows_table
+from .results import decode, label_image
+from .sources import DatasetSource, FolderSource, open_source
 
-# Processes wait for the slowest one at the end: long enough for very uneven shards of a large data set.
+# Processes wait for the slowest one at the end: long enough for very uneven shares of a large data set.
 BARRIER_TIMEOUT = timedelta(hours=48)
 
 
 def label_images(
     source: str | os.PathLike | FolderSource | DatasetSource,
-    output: str | os.PathLike,
-    make_generator: Callable[[PartialState], Any],
+    out: str | os.PathLike,
+    make_generator: Callable[[torch.device], Any],
     settings: dict,
-    work_dir: str | os.PathLike | None = None,
+    *,
+    rows_per_shard: int = ROWS_PER_SHARD,
     progress: bool = True,
     cpu: bool = False,
 ) -> dict[str, Any] | None:
-    """Labels an image, a directory of images or a dataset into one COCO file, in every process started by
-    `accelerate launch` (or alone): each process labels every n-th image, then the main process merges and writes
-    `output` atomically.
+    """Labels an image, a directory of images or a dataset into the Parquet directory `out` (see
+    `sam_hf.labelling.parquet`), in every process started by `accelerate launch` (or alone); resumable.
 
     Args:
         source: an image file or directory, or a source from `open_source` (e.g. a `DatasetSource`).
-        output: the COCO JSON file to write.
-        make_generator: builds the generator for this process (the model goes on `state.device` unless told
-            otherwise); called only after the inputs are checked.
-        settings: what determines the masks, stored with each result (see `ImageLabeller`).
-        work_dir: per-image results; `<output>.parts` if `None`. Kept afterwards, so that a later run with more
-            images only labels the new ones.
-        progress: show a progress bar (main process only).
+        out: the label directory; it must hold labels of the same settings, or none.
+        make_generator: builds this process's generator on its device (accelerate's `PartialState().device`: its
+            GPU, or the CPU), `output_mode="coco_rle"`; called once the first image of this process needs labelling
+            (a re-run with nothing left to do loads no model).
+        settings: what determines the masks (model, dtype, generator parameters), recorded in `out`.
+        rows_per_shard: images per shard a process writes (fewer when it stops).
+        progress: show a progress bar (local main process only).
         cpu: the processes run on CPUs: accelerate then joins them with the gloo backend (it only does so when told).
 
     Returns:
-        The COCO dictionary in the main process, `None` in the others.
+        In the main process `{"labelled": images labelled now, "images": rows in out, "failed": [{"file_name",
+        "error"}, ...]}`; `None` in the others.
     """
+    if not isinstance(rows_per_shard, int) or rows_per_shard < 1:
+        raise ValueError(f"rows_per_shard must be an integer >= 1, got {rows_per_shard!r}.")
     if not isinstance(source, (FolderSource, DatasetSource)):
-        source = FolderSource(source)
-    output = Path(output)
-    if output.is_dir():
-        raise ValueError(f"output must be a file path, got the directory {os.fspath(output)!r}.")
-    output.parent.mkdir(parents=True, exist_ok=True)
+        source = open_source(source)
+    labels = ParquetLabels(out)
+    labels.start(settings, source.description)  # every process: a refusal stops all of them, before any waits
     state = PartialState(cpu=cpu, timeout=BARRIER_TIMEOUT)
-    work_dir = work_dir or output.with_name(output.name + ".parts")
-    labeller = ImageLabeller(make_generator(state), work_dir, settings, state.process_index)
-    # Every process takes every n-th image of the same, fixed order and skips its own finished images: a list of
-    # pending images could differ between processes that look at the directory at different times.
+    before = labels.done() if state.is_main_process else None
+    state.wait_for_everyone()  # the main process counted what was there before any process writes
+    generator = None
+    done = before if before is not None else labels.done()
     mine = source.images(state.process_index, state.num_processes)
-    labeller.label_all(mine, progress=progress and state.is_local_main_process)
+    bar = tqdm(mine, desc="images", unit="image", disable=not (progress and state.is_local_main_process))
+    prefix, rows = f"process{state.process_index}", []
+    try:
+        for row in pending(bar, done):
+            if generator is None:
+                generator = make_generator(state.device)
+            row |= label_image(generator, decode(row.pop("data"), row.pop("shown_as")))
+            rows.append(row)
+            if len(rows) == rows_per_shard:
+                labels.write(rows_table(rows), prefix)
+                rows = []
+    finally:  # an interruption keeps what is done
+        if rows:
+            labels.write(rows_table(rows), prefix)
     state.wait_for_everyone()
-    if not state.is_main_process:
-        return None
-    coco = labeller.merge(source.images())
-    write_json_atomic(output, coco)
-    return coco
+    return labels.finish(before) if state.is_main_process else None

@@ -1,6 +1,10 @@
-"""Labels as Parquet shards: one row per image with its everything-mode records (the SA-1B fields per mask), in
-`OUT/data/*.parquet` beside `OUT/labelling.json` (the settings they were made with). The directory is a Hugging Face
-dataset: `datasets.load_dataset("parquet", data_dir="OUT/data")`, or `push_to_hub` it.
+"""Labels as Parquet shards, the output of every engine (single process, accelerate, Ray Data): one row per image
+with its everything-mode records (the SA-1B fields per mask), in `OUT/data/*.parquet` beside `OUT/labelling.json` (the
+settings they were made with). The directory is a Hugging Face dataset: `datasets.load_dataset("parquet",
+data_dir="OUT/data")`, or `push_to_hub` it; `export_coco` writes one COCO file from it.
+
+Every engine applies the same resume rule (`pending`: an image whose name and bytes already have a row is skipped),
+writes through the same `ParquetLabels.write` and ends with the same `ParquetLabels.finish`.
 
 Columns: `image_id` (position in the source), `file_name` (the image's key: path in the folder, or dataset row),
 `height`, `width`, `sha256` (of the encoded image), `error` (why it could not be read, else null) and `masks`, a list of
@@ -10,10 +14,14 @@ crop_box (XYWH)}`.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import secrets
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .results import coco_dataset, write_json_atomic
+from .sources import SourceImage
 
 MASK_TYPE = pa.struct(
     [
@@ -46,12 +55,44 @@ SCHEMA = pa.schema(
     ]
 )
 KEYS = ["file_name", "sha256"]
+ROWS_PER_SHARD = 1000  # images per Parquet shard (the last one of a run, or of an interrupted one, may have fewer)
 
 
 def text(name: str) -> str:
     """`name` as valid UTF-8 for a Parquet string: the undecodable bytes of a file name that is not UTF-8 (kept by
     Python as surrogates) become `\\xNN` escapes."""
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def pending(images: Iterable[SourceImage], done: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """The resume rule of every engine: the images of `images` that have no row yet, or whose bytes changed since.
+
+    Args:
+        images: the images to label (a process's or a read task's share of a source).
+        done: `file_name -> sha256` of the rows already written (`ParquetLabels.done`).
+
+    Yields:
+        `{"image_id", "file_name", "sha256", "data" (the encoded image), "shown_as" (how errors name it: its path, or
+        the dataset row)}`.
+    """
+    for image in images:
+        data, name = image.read(), text(image.name)
+        sha256 = hashlib.sha256(data).hexdigest()
+        if done.get(name) != sha256:
+            shown_as = text(os.fspath(image.path)) if image.path is not None else name
+            yield {"image_id": image.index, "file_name": name, "sha256": sha256, "data": data, "shown_as": shown_as}
+
+
+def _write_atomic(table: pa.Table, path: Path) -> None:
+    """Writes `table` to a temporary file beside `path` (not a `*.parquet` name, so never read as a shard), then renames
+    it: `path` is never half-written."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        pq.write_table(table, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def rows_table(rows: list[dict[str, Any]]) -> pa.Table:
@@ -83,7 +124,7 @@ class ParquetLabels:
 
     def start(self, settings: dict, source: str) -> None:
         """Checks that `out` holds labels made with `settings` (or none yet) and records them: shards made otherwise
-        would mix in silently."""
+        would mix in silently. Several processes may call it at once with the same settings."""
         settings = json.loads(json.dumps(settings))
         stored = self.settings()
         if stored is not None and stored != settings:
@@ -105,10 +146,19 @@ class ParquetLabels:
             except (OSError, pa.ArrowException) as error:
                 message = f"unreadable shard {os.fspath(shard)!r} set aside, its images are redone: {error}"
                 warnings.warn(message, stacklevel=2)
-                shard.rename(shard.with_name(shard.name + ".broken"))
+                with contextlib.suppress(FileNotFoundError):  # another process set it aside first
+                    shard.rename(shard.with_name(shard.name + ".broken"))
             else:
                 readable.append(shard)
         return readable
+
+    def write(self, table: pa.Table, prefix: str = "shard") -> Path:
+        """Writes `table` (`SCHEMA`'s columns, e.g. from `rows_table`) as a new shard, atomically (a temporary file
+        renamed): a run killed meanwhile leaves no half-written shard. Returns its path."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        path = self.data_dir / f"{prefix}-{time.time_ns()}-{secrets.token_hex(4)}.parquet"
+        _write_atomic(table.select(SCHEMA.names).cast(SCHEMA), path)
+        return path
 
     def done(self) -> dict[str, str]:
         """`file_name -> sha256` of every image with a row (the newest row where a changed image has two)."""
@@ -133,12 +183,24 @@ class ParquetLabels:
             dropped += keep.count(False)
             table = table.filter(pa.array(keep))
             if table.num_rows:
-                temporary = shard.with_name(f".{shard.name}.tmp")
-                pq.write_table(table, temporary)
-                os.replace(temporary, shard)
+                _write_atomic(table, shard)
             else:
                 shard.unlink()
         return dropped
+
+    def finish(self, before: dict[str, str]) -> dict[str, Any]:
+        """Ends a run (in one process): drops the rows that newer ones replaced, and sums it up.
+
+        Args:
+            before: `done()` when the run started.
+
+        Returns:
+            `{"labelled": images labelled by the run, "images": rows in out, "failed": [{"file_name", "error"}, ...]}`.
+        """
+        self.drop_replaced_rows()
+        after = self.done()
+        labelled = sum(before.get(key) != value for key, value in after.items())
+        return {"labelled": labelled, "images": len(after), "failed": self.failed()}
 
     def results(self) -> Iterator[dict[str, Any]]:
         """Every row as a `label_image`-style result with its `image_id`, `file_name` and `sha256`, in source order

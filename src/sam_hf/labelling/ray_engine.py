@@ -1,16 +1,16 @@
 """The Ray Data engine: everything mode over a source on a Ray cluster (or a local Ray), into Parquet shards.
 
     read (Ray tasks: file / dataset bytes, SHA-256, skip what is done) -> decode (Ray tasks) ->
-    label (an actor pool, one model per actor: one per GPU, or per CPU slot) -> write_parquet (streamed)
+    label (an actor pool, one model per actor: one per GPU, or per CPU slot) -> write (`ParquetLabels.write`, streamed)
 
 Ray Data streams the images through with backpressure, so memory stays bounded however many there are; an actor that
 dies is restarted and its batch retried by Ray (a batch's rows reach the output only once it has finished), so every
-image is labelled exactly once. A re-run skips the images already in the shards (same name, same bytes).
+image is labelled exactly once. A re-run skips the images already in the shards (same name, same bytes), by the rule
+and through the writer the single-process and accelerate engine use.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,14 +21,12 @@ import ray
 import ray.data
 import torch
 
-from ..loading import decode_image
-from .parquet import ParquetLabels, rows_table, text
-from .results import label_image
+from .parquet import ROWS_PER_SHARD, ParquetLabels, pending, rows_table
+from .results import decode, label_image
 from .sources import DatasetSource, FolderSource
 from .sources import open_source as _open_source
 
 READ_BLOCK_ROWS = 16  # images per block leaving a read task: small blocks keep memory low and actors busy
-ROWS_PER_SHARD = 1000  # images per Parquet shard (the last one of a run may have fewer)
 READ_SCHEMA = pa.schema(
     [
         ("image_id", pa.int64()),
@@ -67,24 +65,14 @@ class SourceDatasource(ray.data.Datasource):
         ]
 
     def _read(self, start: int, step: int) -> Iterator[pa.Table]:
-        rows = {"image_id": [], "file_name": [], "sha256": [], "data": [], "shown_as": []}
-        for image in self.source.images(start, step):
-            data, name = image.read(), text(image.name)
-            sha256 = hashlib.sha256(data).hexdigest()
-            if self.done.get(name) == sha256:
-                continue
-            shown_as = text(os.fspath(image.path)) if image.path is not None else name
-            for key, value in zip(rows, (image.index, name, sha256, data, shown_as), strict=True):
-                rows[key].append(value)
-            if len(rows["image_id"]) == READ_BLOCK_ROWS:
-                yield _read_block(rows)
-                rows = {key: [] for key in rows}
-        if rows["image_id"]:
-            yield _read_block(rows)
-
-
-def _read_block(rows: dict[str, list]) -> pa.Table:
-    return pa.table(rows, schema=READ_SCHEMA)
+        rows = []
+        for row in pending(self.source.images(start, step), self.done):
+            rows.append(row)
+            if len(rows) == READ_BLOCK_ROWS:
+                yield pa.Table.from_pylist(rows, schema=READ_SCHEMA)
+                rows = []
+        if rows:
+            yield pa.Table.from_pylist(rows, schema=READ_SCHEMA)
 
 
 def decode_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -92,17 +80,44 @@ def decode_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     when readable: a column of nulls may reach the actors as NaN floats)."""
     pixels, errors = [], []
     for name, data in zip(batch.pop("shown_as"), batch.pop("data"), strict=True):
-        try:
-            pixels.append(np.asarray(decode_image(bytes(data), str(name))))
-            errors.append("")
-        except ValueError as error:
-            pixels.append(np.zeros((0, 0, 3), dtype=np.uint8))
-            errors.append(str(error))
+        image = decode(bytes(data), str(name))
+        readable = not isinstance(image, ValueError)
+        pixels.append(image if readable else np.zeros((0, 0, 3), dtype=np.uint8))
+        errors.append("" if readable else str(image))
     batch["pixels"] = np.empty(len(pixels), dtype=object)  # one image per cell, whatever the shapes
     for index, image in enumerate(pixels):
         batch["pixels"][index] = image
     batch["error"] = np.array(errors, dtype=object)
     return batch
+
+
+class LabelSink(ray.data.Datasink):
+    """Ray Data's end of the pipeline: writes the rows through `ParquetLabels.write`, `rows_per_shard` images per
+    shard, on the driver's machine (where `out` is, as for the other engines).
+
+    Args:
+        out: the label directory.
+        rows_per_shard: images per shard (the last of a run may have fewer).
+    """
+
+    def __init__(self, out: str | os.PathLike, rows_per_shard: int) -> None:
+        self.labels, self.rows_per_shard = ParquetLabels(out), rows_per_shard
+
+    @property
+    def min_rows_per_write(self) -> int:
+        """Ray gathers this many rows for each `write`."""
+        return self.rows_per_shard
+
+    @property
+    def supports_distributed_writes(self) -> bool:
+        """Writes run on the driver's node: `out` need not be shared storage."""
+        return False
+
+    def write(self, blocks: Iterator[pa.Table], ctx: Any) -> None:
+        """Writes the rows of `blocks` as one shard."""
+        tables = [block for block in blocks if block.num_rows]
+        if tables:
+            self.labels.write(pa.concat_tables(tables), prefix="ray")
 
 
 class ImageLabellerActor:
@@ -142,9 +157,11 @@ def label_with_ray(
 ) -> dict[str, Any]:
     """Labels `source` with Ray Data into the Parquet directory `out` (see `sam_hf.labelling.parquet`); resumable.
 
-    Uses the Ray this process is already connected to, else connects to `address` (an existing cluster, e.g.
-    `"ray://head:10001"` or `"auto"`), else starts a local Ray with `local_cpus` logical CPUs (default: the machine's,
-    at least enough for the actors plus a reading and a writing task) and stops it at the end.
+    Uses the Ray this process is already connected to; else connects to `address` (an existing cluster, e.g.
+    `"127.0.0.1:6379"`, `"ray://head:10001"` or `"auto"`), or to `RAY_ADDRESS` when that is set (as in a Ray job), and
+    disconnects at the end, leaving the cluster running; else starts a local Ray of its own with `local_cpus` logical
+    CPUs (default: the machine's, at least enough for the actors plus a reading and a writing task) and stops it at the
+    end (never joining another one found on the machine).
 
     Args:
         source: an image file or directory, or a source from `open_source` (e.g. a `DatasetSource`).
@@ -158,7 +175,7 @@ def label_with_ray(
             actors and runs ahead of them).
         batch_size: images per actor call.
         rows_per_shard: images per Parquet shard.
-        local_cpus: logical CPUs of a local Ray started here.
+        local_cpus: logical CPUs of a local Ray started here (an error with a cluster to connect to).
         progress: Ray Data's progress bars.
 
     Returns:
@@ -176,10 +193,8 @@ def label_with_ray(
     labels = ParquetLabels(out)
     labels.start(settings, source.description)
     before = labels.done()
-    started = not ray.is_initialized()
-    if started:
-        cpus = local_cpus or max(os.cpu_count() or 1, int(np.ceil(concurrency * num_cpus + 2 * decode_cpus)))
-        ray.init(address=address, num_cpus=None if address else cpus, include_dashboard=False, log_to_driver=False)
+    cpus = local_cpus or max(os.cpu_count() or 1, int(np.ceil(concurrency * num_cpus + 2 * decode_cpus)))
+    started = _connect(address, cpus, local_cpus is not None)
     try:
         ray.data.DataContext.get_current().enable_progress_bars = progress
         # Reading and decoding share small CPU slots (fused into one task); the actors hold whole ones.
@@ -193,13 +208,29 @@ def label_with_ray(
             num_cpus=num_cpus,
             num_gpus=num_gpus,
         )
-        dataset.write_parquet(
-            os.fspath(labels.data_dir), min_rows_per_file=rows_per_shard, ray_remote_args={"num_cpus": decode_cpus}
-        )
+        dataset.write_datasink(LabelSink(out, rows_per_shard), ray_remote_args={"num_cpus": decode_cpus})
     finally:
         if started:
-            ray.shutdown()
-    labels.drop_replaced_rows()
-    after = labels.done()
-    labelled = sum(before.get(key) != value for key, value in after.items())
-    return {"labelled": labelled, "images": len(after), "failed": labels.failed()}
+            ray.shutdown()  # stops a Ray started here; from a cluster, it only disconnects
+    return labels.finish(before)
+
+
+def _connect(address: str | None, local_cpus: int, local_cpus_given: bool) -> bool:
+    """Connects this process to Ray as `label_with_ray` says, unless it is already; returns whether it called
+    `ray.init` (then `ray.shutdown` undoes it)."""
+    if ray.is_initialized():
+        current = ray.get_runtime_context().gcs_address
+        if address is not None and address != current:
+            raise ValueError(
+                f"address is {address!r}, but this process is already connected to the Ray cluster at {current!r}; "
+                "call ray.shutdown() first, or pass no address to use that one."
+            )
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is not None and local_cpus_given:
+        raise ValueError(f"local_cpus applies to a local Ray started here, not to the cluster at {address!r}.")
+    if address is None:  # "local": a Ray of our own, even when another one runs on this machine
+        ray.init(address="local", num_cpus=local_cpus, include_dashboard=False, log_to_driver=False)
+    else:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    return True
