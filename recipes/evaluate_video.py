@@ -17,6 +17,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from sam_hf.video.metrics import FAILURES, PROMPTS
 SPLITS = {"held-out": CLIP_HELD_OUT_SEED, "validation": CLIP_VALIDATION_SEED}
 
 
-def summarise(scores: list) -> dict[str, float]:
+def summarise(scores: list) -> dict[str, Any]:
     """J, F, J&F (means over every object of the clips), the lost fraction of visible frames and the object-frames of
     each failure type."""
     j = float(np.mean([value for score in scores for value in score.J]))
@@ -39,7 +40,8 @@ def summarise(scores: list) -> dict[str, float]:
     lost = sum(score.lost for score in scores) / max(visible, 1)
     objects = sum(len(score.J) for score in scores)
     failures = {name: sum(score.failures[name] for score in scores) for name in FAILURES}
-    return {"clips": len(scores), "objects": objects, "J": j, "F": f, "J&F": (j + f) / 2, "lost": lost, **failures}
+    means = {"J": round(j, 4), "F": round(f, 4), "J&F": round((j + f) / 2, 4), "lost": round(lost, 4)}
+    return {"clips": len(scores), "objects": objects, **means, "failures": failures}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         clip = generate_clip(SPLITS[args.split] + index, args.frames)
         for prompt in prompts:
             scores[prompt].append(score_clip(predictor, clip, prompt, settings))
-        so_far = {prompt: {k: round(v, 4) for k, v in summarise(values).items()} for prompt, values in scores.items()}
+        so_far = {prompt: summarise(values) for prompt, values in scores.items()}
         print(f"clip {index}, {time.perf_counter() - start:.0f} s: {json.dumps(so_far)}", flush=True)
     results = {prompt: summarise(values) for prompt, values in scores.items()}
     print(
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         f"\nfailed object-frames (J < 0.5 or lost)\n| prompt | {' | '.join(FAILURES)} |\n|---{'|---' * len(FAILURES)}|"
     )
     for prompt, result in results.items():
-        print(f"| {prompt} | {' | '.join(str(result[name]) for name in FAILURES)} |")
+        print(f"| {prompt} | {' | '.join(str(result['failures'][name]) for name in FAILURES)} |")
     if args.json:
         settings_dict = {"split": args.split, "track_prompt": settings.track_prompt, "refind": settings.refind}
         settings_dict["frames"] = args.frames
