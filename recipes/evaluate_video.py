@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {prompt} | {' | '.join(str(result['failures'][name]) for name in FAILURES)} |")
     if args.json:
         settings_dict = {"split": args.split, "track_prompt": settings.track_prompt, "refind": settings.refind}
-        settings_dict["frames"] = args.frames
+        settings_dict.update(exclusive=settings.exclusive, frames=args.frames)
         args.json.write_text(json.dumps({"settings": settings_dict, "results": results}, indent=2) + "\n")
 
 
