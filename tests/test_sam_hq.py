@@ -9,6 +9,7 @@ block, so the fused feature is block 2's output, not the first or last block's);
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -183,6 +184,30 @@ def test_encoder_pass_keeps_only_the_early_feature(hq_pair, pixels):
     torch.testing.assert_close(kept[0][0], every[index], atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="return_hidden_state must be in"):
         model.vision_encoder(pixels, return_hidden_state=len(every))
+
+
+def test_hq_features_are_computed_once_per_image_and_never_stale(hq_pair, encoded):
+    """The decoder's per-image HQ features are reused while the same embedding comes back unchanged, and recomputed
+    after an in-place edit of the embedding or new decoder weights (each answer equals a fresh computation)."""
+    model = copy.deepcopy(hq_pair[1])
+    decoder = model.mask_decoder
+    calls = []
+    compute = decoder.hq_features
+    decoder.hq_features = lambda *args: calls.append(1) or compute(*args)
+    embeddings = encoded[1].clone()
+    prompts = make_prompts("points")
+
+    def masks(fresh: bool = False) -> torch.Tensor:  # fresh: another tensor of equal values, computed anew
+        return run_sam_hf(model, embeddings.clone() if fresh else embeddings, prompts, True, False).pred_masks
+
+    first, again = masks(), masks()
+    assert len(calls) == 1 and torch.equal(first, again)
+    with torch.no_grad():
+        embeddings.add_(0.5)
+    assert not torch.equal(masks(), first) and len(calls) == 2
+    assert torch.equal(masks(), masks(fresh=True)) and len(calls) == 3
+    decoder.load_state_dict({key: value * 1.1 for key, value in decoder.state_dict().items()})
+    assert torch.equal(masks(), masks(fresh=True)) and len(calls) == 5
 
 
 @pytest.mark.parametrize("hq_token_only", [False, True])

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..configuration_sam import SamMaskDecoderConfig
+from ..prompts import is_tracing
 from .common import SamFeedForward, SamLayerNorm2d
 from .mask_decoder import SamMaskDecoder
 
@@ -41,6 +42,8 @@ class SamHQMaskDecoder(SamMaskDecoder):
         self.mask_conv1 = nn.Conv2d(hidden_size // 8, hidden_size // 4, kernel_size=3, padding=1)
         self.mask_norm = SamLayerNorm2d(hidden_size // 4)
         self.mask_conv2 = nn.Conv2d(hidden_size // 4, hidden_size // 8, kernel_size=3, padding=1)
+        # The last image's HQ features (`_image_hq_features`): a plain attribute, never saved.
+        self._hq_features_cache: tuple | None = None
 
     def _output_tokens(self) -> torch.Tensor:
         """`(num_mask_tokens + 2, C)`: the IoU token, the mask tokens, then the HQ token."""
@@ -54,6 +57,29 @@ class SamHQMaskDecoder(SamMaskDecoder):
         if vit_features is not None:
             compressed = self.compress_vit_conv1(vit_features)
             features = features + self.compress_vit_conv2(self.activation(self.compress_vit_norm(compressed)))
+        return features
+
+    def _image_hq_features(self, image_embeddings: torch.Tensor) -> torch.Tensor:
+        """`hq_features` of `image_embeddings (batch_size, C [+ vit_dim], h, w)`, reused while the same embedding tensor
+        comes back unchanged (a predictor prompting one image: ~6 GFLOP per call for vit_b's 768-wide feature, more
+        than the rest of a one-prompt decode). Outside autograd only; the cache is keyed by the tensor's identity and
+        version counter and by the fusion weights' storage and versions, so an in-place edit, `load_state_dict`, an
+        optimiser step or `.to()` recomputes it (edits through `.data`, which bypass version counters as they bypass
+        autograd, do not)."""
+        channels = self.config.hidden_size
+        vit_features = image_embeddings[:, channels:] if image_embeddings.shape[1] > channels else None
+        if torch.is_grad_enabled() or is_tracing() or image_embeddings.is_inference():
+            return self.hq_features(image_embeddings[:, :channels], vit_features)
+        weights = [*self.encoder_conv1.parameters(), *self.encoder_norm.parameters(), *self.encoder_conv2.parameters()]
+        if vit_features is not None:
+            weights += [*self.compress_vit_conv1.parameters(), *self.compress_vit_norm.parameters()]
+            weights += [*self.compress_vit_conv2.parameters()]
+        key = (image_embeddings._version, *((w.data_ptr(), w._version) for w in weights))
+        cached = self._hq_features_cache
+        if cached is not None and cached[0] is image_embeddings and cached[1] == key:
+            return cached[2]
+        features = self.hq_features(image_embeddings[:, :channels], vit_features)
+        self._hq_features_cache = (image_embeddings, key, features)
         return features
 
     def forward(
@@ -86,12 +112,9 @@ class SamHQMaskDecoder(SamMaskDecoder):
             iou_predictions: `(batch_size, point_batch_size, num_ious)`.
             attentions (only when `output_attentions`): as in `SamMaskDecoder.forward`.
         """
-        channels = self.config.hidden_size
-        embeddings = image_embeddings[:, :channels]
-        vit_features = image_embeddings[:, channels:] if image_embeddings.shape[1] > channels else None
-        hq_features = self.hq_features(embeddings, vit_features)
+        hq_features = self._image_hq_features(image_embeddings)
         tokens, image_tokens, attentions = self._two_way(
-            embeddings,
+            image_embeddings[:, : self.config.hidden_size],
             image_positional_embeddings,
             sparse_prompt_embeddings,
             dense_prompt_embeddings,
