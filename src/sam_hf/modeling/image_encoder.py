@@ -87,7 +87,9 @@ class SamVisionAttention(nn.Module):
         size = hidden_states.shape[1:3]
         qkv = self.qkv(hidden_states)
         if self.window_size > 0:
-            qkv, padded_size = window_partition(qkv, self.window_size, pad_value=self.qkv.bias)
+            # A padding token's qkv: the projection of a zero token (its bias; any Linear, int8 ones included).
+            padding_qkv = self.qkv(hidden_states.new_zeros(1, hidden_states.shape[-1]))[0]
+            qkv, padded_size = window_partition(qkv, self.window_size, pad_value=padding_qkv)
         attn_output, attn_weights = self._attention(qkv, output_attentions)
         if self.window_size > 0:
             attn_output = window_unpartition(attn_output, self.window_size, padded_size, size)
