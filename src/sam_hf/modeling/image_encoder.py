@@ -14,9 +14,10 @@ from transformers.utils import ModelOutput
 from ..configuration_sam import SamVisionConfig
 from .common import SamLayerNorm2d, SamMLPBlock
 
-# Attention runs a chunk of queries at a time with at most this many bias values (64 MiB in fp32): one global block of
-# vit_b is then 12 fused SDPA calls instead of a 800 MB bias, and a windowed block is one call.
-BIAS_CHUNK_ELEMENTS = 1 << 24
+# Attention runs a chunk of queries at a time with at most this many bias values (32 MiB in fp32, small enough to stay
+# in the allocator's pool; larger chunks are freshly mapped, and page faults, on every call): one global block of vit_b
+# is then 25 fused SDPA calls instead of a 800 MB bias (benchmarks/attention_candidates.py).
+BIAS_CHUNK_ELEMENTS = 1 << 23
 
 
 def relative_position_table(size: int, rel_pos: torch.Tensor) -> torch.Tensor:
