@@ -10,7 +10,7 @@ from pycocotools import mask as mask_utils
 from segment_anything.utils import amg
 
 from sam_hf.clip_scoring import square_crop_box
-from sam_hf.geometry import centre_point, mask_boxes, mask_iou
+from sam_hf.geometry import centre_point, mask_boxes, mask_iou, widened_boxes
 
 
 def random_masks(seed: int, shape: tuple[int, ...]) -> np.ndarray:
@@ -81,3 +81,13 @@ def test_centre_point_is_farthest_from_the_background():
     mask[:] = False
     mask[:5, :5] = True  # the image border counts as background
     assert centre_point(mask) == [2.0, 2.0]
+
+
+def test_widened_boxes_grow_by_the_margin_and_stay_in_the_frame():
+    masks = np.zeros((2, 20, 30), bool)
+    masks[0, 5:15, 10:20] = True  # 10 x 10 pixels: 1 more on each side at a 10 % margin
+    masks[1, 0:4, 25:30] = True  # at the top right corner: clipped to the frame
+    boxes = widened_boxes(masks, 0.1)
+    assert boxes[0].tolist() == pytest.approx([9.0, 4.0, 20.0, 15.0])
+    assert boxes[1].tolist() == pytest.approx([24.5, 0.0, 29.0, 3.4])
+    assert widened_boxes(masks[0], 0.0).tolist() == mask_boxes(masks[0]).tolist()

@@ -10,12 +10,15 @@ import pytest
 import torch
 from transformers import Trainer, TrainingArguments
 
-from sam_hf import SamModel, SamProcessor
+from sam_hf import SamModel, SamPredictor, SamProcessor
 from sam_hf.data import ShapesDataset, generate_scene
+from sam_hf.data.motion import generate_clip
 from sam_hf.geometry import mask_boxes
 from sam_hf.modeling.loss import sam_loss
 from sam_hf.prompts import BACKGROUND_LABEL, FOREGROUND_LABEL, NOT_A_POINT_LABEL
 from sam_hf.training.interactive import InteractiveTrainer, interactive_batch, noisy_boxes, sample_error_points
+from sam_hf.training.tracking import TrackingTrainer, tracking_batch, tracking_loss
+from sam_hf.video.predictor import VideoPredictor, _Track
 from tests.helpers import scene_image, tiny_config
 
 
@@ -131,6 +134,77 @@ def test_a_few_interactive_steps_lower_the_loss():
     losses = []
     for _ in range(15):
         loss = trainer(pixel_values, gt_masks)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
+
+
+def clip_pairs(gap: int = 1) -> list[tuple[np.ndarray, ...]]:
+    """Frames 10 and 10 + gap of generated clips 0-3, as `tracking_batch` examples."""
+    pairs = []
+    for seed in range(4):
+        clip = generate_clip(seed, num_frames=12)
+        before, after = clip.frame(10 - gap), clip.frame(10)
+        pairs.append((before.image, before.masks, after.image, after.masks))
+    return pairs
+
+
+def test_tracking_batch_keeps_each_object_in_its_slot_on_both_frames():
+    pairs = clip_pairs()
+    before, after, gt_before, gt_after = tracking_batch(
+        pairs, SamProcessor.for_config(tiny_config()), np.random.default_rng(0)
+    )
+    assert before.shape == after.shape == (4, 3, 128, 128) and gt_before.shape == gt_after.shape == (4, 4, 128, 128)
+    for (_, masks_before, _, masks_after), slots_before, slots_after in zip(pairs, gt_before, gt_after, strict=True):
+        for slot_before, slot_after in zip(slots_before, slots_after, strict=True):
+            (index,) = [i for i, mask in enumerate(masks_before) if np.array_equal(mask, slot_before.numpy())]
+            assert np.array_equal(masks_after[index], slot_after.numpy()) and slot_before.any()
+    image, masks, next_image, next_masks = pairs[0]
+    with pytest.raises(ValueError, match="same objects"):
+        tracking_batch(
+            [(image, masks, next_image, next_masks[:1])],
+            SamProcessor.for_config(tiny_config()),
+            np.random.default_rng(0),
+        )
+
+
+def test_tracking_loss_prompts_the_next_frame_as_the_video_predictor_does(monkeypatch):
+    """The frame after is decoded from the box `VideoPredictor` would give (its `_track_query` on the mask decoded on
+    the frame before) and that mask's logits."""
+    model = small_trainable_model()
+    before, after, gt_before, gt_after = tracking_batch(
+        clip_pairs(), SamProcessor.for_config(tiny_config()), np.random.default_rng(0)
+    )
+    calls = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda **kwargs: calls.append(kwargs) or forward(**kwargs))
+    with torch.no_grad():
+        embeddings = model.get_image_embeddings(torch.cat([before, after]))
+    tracking_loss(model, embeddings[:4], embeddings[4:], gt_before, gt_after, torch.Generator().manual_seed(0))
+    first, second = calls
+    logits = forward(**first).pred_masks[:, :, 0]
+    assert torch.equal(second["input_masks"], logits)
+    upscaled = torch.nn.functional.interpolate(logits, size=(128, 128), mode="bilinear", align_corners=False) > 0
+    followed = torch.where(upscaled.any(dim=(-2, -1), keepdim=True), upscaled, gt_before)  # a miss: the true box
+    processor = SamProcessor.for_config(tiny_config())
+    tracker = VideoPredictor(SamPredictor(model, processor), [pair[2] for pair in clip_pairs()])
+    for image_index, slot in np.ndindex(*logits.shape[:2]):
+        query = tracker._track_query(_Track(mask=followed[image_index, slot].numpy(), logits=logits[image_index, slot]))
+        assert np.allclose(second["input_boxes"][image_index, slot].numpy(), query.box, atol=1e-5)
+        assert torch.equal(second["input_masks"][image_index, slot], query.logits)
+    assert second["multimask_output"] is False
+
+
+def test_a_few_tracking_steps_lower_the_loss():
+    model = small_trainable_model()
+    trainer = TrackingTrainer(model, seed=0)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-3)
+    tensors = tracking_batch(clip_pairs(gap=2), SamProcessor.for_config(tiny_config()), np.random.default_rng(0))
+    losses = []
+    for _ in range(15):
+        loss = trainer(*tensors)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()

@@ -40,6 +40,17 @@ def mask_boxes(masks: Masks) -> torch.Tensor:
     return masks_to_boxes(flat).long().reshape(*masks.shape[:-2], 4)
 
 
+def widened_boxes(masks: Masks, margin: float) -> torch.Tensor:
+    """The boxes of binary masks `(..., H, W)` widened by `margin` of their side on each side, clipped to the mask
+    frame: `(..., 4)` float XYXY (inclusive end). How a followed object's mask prompts it on the next video frame
+    (room for its motion), in `sam_hf.video` and in the training that teaches the decoder that prompt."""
+    masks = torch.as_tensor(masks)
+    box = mask_boxes(masks).double()
+    pad = margin * (box[..., 2:] - box[..., :2] + 1)
+    high = torch.tensor([masks.shape[-1] - 1, masks.shape[-2] - 1], dtype=box.dtype, device=box.device)
+    return torch.cat([(box[..., :2] - pad).clamp(min=0), torch.minimum(box[..., 2:] + pad, high)], dim=-1)
+
+
 def centre_point(mask: np.ndarray) -> list[float]:
     """`[x, y]` of the pixel of a non-empty `(H, W)` mask farthest from the background (the image border counts as
     background): the standard single-click evaluation point."""

@@ -1,6 +1,6 @@
 """Training and evaluation library: the shared loop (`fit`), the paper's simulated interactive training, learned
-text-token training, and single-prompt mIoU scoring. The recipe that trained the bundled model lives outside the
-package, in the repository's `recipes/` folder.
+text-token training, training on the prompt of video tracking, and single-prompt mIoU scoring. The recipe that
+trained the bundled model lives outside the package, in the repository's `recipes/` folder.
 
 Names load from their submodule on first use, so `python -m sam_hf.training.text_token` runs its module once and
 importing one part does not import the others' dependencies.
@@ -27,6 +27,9 @@ _SUBMODULE = {
     "text_token_batch": "text_token",
     "train_text_token": "text_token",
     "with_text_encoder": "text_token",
+    "TrackingTrainer": "tracking",
+    "tracking_batch": "tracking",
+    "tracking_loss": "tracking",
 }
 __all__ = sorted(_SUBMODULE)
 

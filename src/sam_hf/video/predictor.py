@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..clip_scoring import ClipScorer
 from ..everything import BUNDLED_SETTINGS, SamAutomaticMaskGenerator
-from ..geometry import centre_point, mask_boxes, mask_iou
+from ..geometry import centre_point, mask_boxes, mask_iou, widened_boxes
 from ..predictor import EmbeddedImage, SamPredictor
 from ..prompts import PAD_LABEL
 from ..text_to_mask import segment_text
@@ -299,7 +299,7 @@ class VideoPredictor:
             if object_id in prompts:
                 queries[object_id] = self._user_query(prompts[object_id], track)
             elif track is not None and track.mask is not None:
-                queries[object_id] = self._track_query(track, embedded.original_size)
+                queries[object_id] = self._track_query(track)
         texts = {
             object_id: prompt for object_id, prompt in prompts.items() if prompt.text is not None
         }  # text prompts run through segment_text (learned token or zero-shot), with their points / box
@@ -327,17 +327,17 @@ class VideoPredictor:
         labels = prompt.labels if len(prompt.labels) else None
         if prompt.box is not None or track is None or track.mask is None:
             return _Query(points, labels, prompt.box)
-        box = _margin_box(track.mask, self.settings.box_margin)
+        box = widened_boxes(track.mask, self.settings.box_margin).numpy()
         foreground = prompt.points[prompt.labels == 1]
         if len(foreground):
             box = np.concatenate([np.minimum(box[:2], foreground.min(0)), np.maximum(box[2:], foreground.max(0))])
         return _Query(points, labels, box, track.logits)
 
-    def _track_query(self, track: _Track, size: tuple[int, int]) -> _Query:
+    def _track_query(self, track: _Track) -> _Query:
         parts = self.settings.track_prompt.split("+")
         query = _Query()
         if "box" in parts:
-            query.box = np.clip(_margin_box(track.mask, self.settings.box_margin), 0, [size[1] - 1, size[0] - 1] * 2)
+            query.box = widened_boxes(track.mask, self.settings.box_margin).numpy()
         if "mask" in parts:
             query.logits = track.logits
         if "point" in parts:
@@ -557,13 +557,6 @@ def _array(name: str, value: Any, shape: tuple[int, ...], form: str) -> np.ndarr
 def _overlap(mask: np.ndarray, previous: np.ndarray | None) -> float:
     """IoU of an object's mask with its mask on the frame before (0 without one)."""
     return 0.0 if previous is None else float(mask_iou(mask, previous, empty=0.0))
-
-
-def _margin_box(mask: np.ndarray, margin: float) -> np.ndarray:
-    """The mask's box (XYXY, inclusive end) widened by `margin` of its side on each side."""
-    box = mask_boxes(mask).numpy().astype(np.float64)
-    pad = margin * (box[2:] - box[:2] + 1)
-    return np.concatenate([box[:2] - pad, box[2:] + pad])
 
 
 def _likely_points(embedded: EmbeddedImage, appearance: torch.Tensor, count: int) -> list[list[float]]:
