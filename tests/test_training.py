@@ -126,18 +126,21 @@ def scene_batch() -> tuple[torch.Tensor, torch.Tensor]:
     return interactive_batch([(s.image, s.masks) for s in scenes], SamProcessor.for_config(tiny_config()))
 
 
-def test_a_few_interactive_steps_lower_the_loss():
-    model = small_trainable_model()
-    trainer = InteractiveTrainer(model, seed=0)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-3)
-    pixel_values, gt_masks = scene_batch()
+def losses_on_one_batch(trainer: torch.nn.Module, tensors: tuple[torch.Tensor, ...], steps: int = 15) -> list[float]:
+    """The loss of each of `steps` AdamW steps (lr 5e-3) of `trainer` on the same batch."""
+    optimizer = torch.optim.AdamW([p for p in trainer.parameters() if p.requires_grad], lr=5e-3)
     losses = []
-    for _ in range(15):
-        loss = trainer(pixel_values, gt_masks)
+    for _ in range(steps):
+        loss = trainer(*tensors)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         losses.append(loss.item())
+    return losses
+
+
+def test_a_few_interactive_steps_lower_the_loss():
+    losses = losses_on_one_batch(InteractiveTrainer(small_trainable_model(), seed=0), scene_batch())
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
 
 
@@ -198,17 +201,8 @@ def test_tracking_loss_prompts_the_next_frame_as_the_video_predictor_does(monkey
 
 
 def test_a_few_tracking_steps_lower_the_loss():
-    model = small_trainable_model()
-    trainer = TrackingTrainer(model, seed=0)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-3)
     tensors = tracking_batch(clip_pairs(gap=2), SamProcessor.for_config(tiny_config()), np.random.default_rng(0))
-    losses = []
-    for _ in range(15):
-        loss = trainer(*tensors)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
+    losses = losses_on_one_batch(TrackingTrainer(small_trainable_model(), seed=0), tensors)
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
 from tqdm.auto import tqdm
 
 from ..clip_scoring import ClipScorer
@@ -468,44 +469,49 @@ class VideoPredictor:
     def _refind(
         self, image: np.ndarray, embedded: EmbeddedImage, tracks: dict[int, _Track], lost: list[int]
     ) -> list[int]:
-        """Looks for the lost objects on this frame; returns the ids found again. Every candidate must look like the
-        object's last good mask (`_matches`), whichever method proposed it: the learned text token always answers."""
-        settings, candidates, clicks = self.settings, {}, {}
-        proposals = None
-        for object_id in lost:
+        """Looks for the lost objects on this frame; returns the ids found again. Candidates are pooled (a click
+        made for one object may land on another lost one; a text's answer is only its own object's) and assigned to
+        objects jointly, most similar pairs first (Hungarian matching on `_similarity`), each candidate at most
+        `REFIND_MAX_TAKEN` another object's."""
+        settings, pool, clicks = self.settings, [], {}
+        searched = [key for key in lost if tracks[key].appearance is not None]
+        for object_id in searched:
             track = tracks[object_id]
-            if track.appearance is None:
-                continue
             method = settings.refind
             if method == "auto":
                 method = "text" if track.text is not None else "similarity"
             if method == "text" and track.text is not None:
                 decoded = self._text(image, embedded, ObjectPrompt(text=track.text))
-                candidates[object_id] = [] if decoded is None else [decoded[0]]
+                pool += [] if decoded is None else [(decoded[0], object_id)]
             elif method == "similarity":
                 for k, point in enumerate(_likely_points(embedded, track.appearance, settings.refind_points)):
                     clicks[object_id, k] = _Query(np.array([point]), np.ones(1, dtype=np.int64))
-            elif method == "proposals":
-                proposals = self._proposals(image, embedded) if proposals is None else proposals
-                candidates[object_id] = proposals
-        for (object_id, _), (mask, _, _) in self._decode(embedded, clicks).items():  # one batch for all
-            candidates.setdefault(object_id, []).append(mask)
+        if settings.refind == "proposals" and searched:
+            pool += [(mask, None) for mask in self._proposals(image, embedded)]
+        pool += [(mask, None) for mask, _, _ in self._decode(embedded, clicks).values()]  # one batch for all
         taken = np.zeros(embedded.original_size, dtype=bool)
         for track in tracks.values():
             if track.mask is not None:
                 taken |= track.mask
+        pool = [(mask, owner) for mask, owner in pool if (mask & taken).sum() <= REFIND_MAX_TAKEN * mask.sum()]
+        similarity = np.full((len(searched), len(pool)), -np.inf)
+        for j, (mask, owner) in enumerate(pool):
+            appearance = _appearance(embedded, mask)
+            for i, object_id in enumerate(searched):
+                if owner in (None, object_id):
+                    similarity[i, j] = self._similarity(tracks[object_id], mask, appearance)
+        rows, cols = linear_sum_assignment(np.where(np.isfinite(similarity), -similarity, 1e6))
         found = []
-        for object_id, masks in candidates.items():
-            track = tracks[object_id]
-            for mask in self._matches(embedded, track, masks):
-                if (mask & taken).sum() > REFIND_MAX_TAKEN * mask.sum():  # mostly another object's: not this one
-                    continue
-                track.mask, track.score, track.logits = self._from_mask(embedded, mask)
-                track.area, track.appearance = int(mask.sum()), _appearance(embedded, mask)
-                taken |= mask
-                found.append(object_id)
-                break
-        return found
+        for i, j in sorted(zip(rows, cols, strict=True), key=lambda pair: -similarity[pair]):
+            mask = pool[j][0]
+            if not np.isfinite(similarity[i, j]) or (mask & taken).sum() > REFIND_MAX_TAKEN * mask.sum():
+                continue
+            track = tracks[searched[i]]
+            track.mask, track.score, track.logits = self._from_mask(embedded, mask)
+            track.area, track.appearance = int(mask.sum()), _appearance(embedded, mask)
+            taken |= mask
+            found.append(searched[i])
+        return [key for key in lost if key in found]
 
     def _proposals(self, image: np.ndarray, embedded: EmbeddedImage) -> list[np.ndarray]:
         if self._generator is None:
@@ -515,17 +521,14 @@ class VideoPredictor:
         records = self._generator.generate(image, embedded.image_embeddings)
         return [record["segmentation"] for record in records if record["segmentation"].any()]
 
-    def _matches(self, embedded: EmbeddedImage, track: _Track, proposals: list[np.ndarray]) -> list[np.ndarray]:
-        """Proposals like the lost object (pooled embedding, area), most similar first."""
-        scored = []
-        for mask in proposals:
-            ratio = mask.sum() / max(track.area, 1)
-            if not 1 / self.settings.refind_area <= ratio <= self.settings.refind_area:
-                continue
-            similarity = float(_appearance(embedded, mask) @ track.appearance)
-            if similarity >= self.settings.refind_similarity:
-                scored.append((similarity, mask))
-        return [mask for _, mask in sorted(scored, key=lambda item: -item[0])]
+    def _similarity(self, track: _Track, mask: np.ndarray, appearance: torch.Tensor) -> float:
+        """Cosine similarity of a candidate's pooled embedding `appearance` to the lost object's last good mask's;
+        `-inf` when it does not match (below `refind_similarity`, or its area beyond `refind_area` either way)."""
+        ratio = mask.sum() / max(track.area, 1)
+        if not 1 / self.settings.refind_area <= ratio <= self.settings.refind_area:
+            return -math.inf
+        similarity = float(appearance @ track.appearance)
+        return similarity if similarity >= self.settings.refind_similarity else -math.inf
 
     def _result(
         self, index: int, tracks: dict[int, _Track], size: tuple[int, int], refound: list[int]
