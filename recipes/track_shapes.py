@@ -57,7 +57,7 @@ def frame_pair(seed: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="the model to continue (stage 8: the bundled model)")
+    parser.add_argument("--model", required=True, help="the model to continue (stage 8)")
     parser.add_argument("--clip", required=True, help="the bundled CLIP's directory (ClipScorer.from_pretrained)")
     parser.add_argument("--output", required=True)
     add_budget_arguments(parser, steps=10000)
