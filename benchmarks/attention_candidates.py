@@ -8,7 +8,9 @@ with one competing single-threaded busy process, and prints a markdown table. sa
 - `SDPA, bias chunks of R rows`: sam_hf's `SamVisionAttention`: `scaled_dot_product_attention` over all heads for R
   query rows at a time, the bias of those rows built as its additive mask (R from `BIAS_CHUNK_ELEMENTS`, and others);
 - `augmented query/key`: the bias folded into the dot product exactly (queries carry their rel_h / rel_w rows, keys a
-  one-hot of their row and column), one SDPA call without a mask, at three times the query-key multiply-adds.
+  one-hot of their row and column), one SDPA call without a mask, at three times the query-key multiply-adds;
+- `FlexAttention, compiled`: `torch.nn.attention.flex_attention` under `torch.compile` with the bias as its
+  `score_mod`, added inside the kernel (no mask in memory); the compile is in the warm-up round.
 
     python -m benchmarks.attention_candidates [--threads 2] [--repeats 5]
 """
@@ -23,6 +25,7 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention.flex_attention import flex_attention
 
 from benchmarks.benchmark_models import busy_process
 from sam_hf.configuration_sam import PRESETS, SamVisionConfig
@@ -86,6 +89,20 @@ def augmented(x: dict[str, torch.Tensor]) -> torch.Tensor:
     return F.scaled_dot_product_attention(query, key, x["value"], scale=1.0)
 
 
+def flex(compiled: Callable[..., torch.Tensor], x: dict[str, torch.Tensor]) -> torch.Tensor:
+    """FlexAttention with the decomposed bias as its score modification: key k sits at row k // 64, column k % 64."""
+    rel_h, rel_w = x["rel_h"], x["rel_w"]
+
+    def add_bias(score, batch, head, query_index, key_index):
+        return (
+            score
+            + rel_h[batch, head, query_index, key_index // SIDE]
+            + rel_w[batch, head, query_index, key_index % SIDE]
+        )
+
+    return compiled(x["query"], x["key"], x["value"], score_mod=add_bias)
+
+
 def candidates(
     attention: image_encoder.SamVisionAttention, x: dict[str, torch.Tensor]
 ) -> dict[str, Callable[[], torch.Tensor]]:
@@ -99,6 +116,7 @@ def candidates(
         label = f"SDPA, bias chunks of {rows} rows" + (" (sam_hf)" if rows == kept_rows else "")
         found[label] = partial(sdpa_chunks, attention, x, rows)
     found["augmented query/key"] = partial(augmented, x)
+    found["FlexAttention, compiled"] = partial(flex, torch.compile(flex_attention), x)
     return found
 
 
