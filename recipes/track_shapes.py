@@ -4,7 +4,7 @@ learns to follow an object from its widened box and logits on the frame before, 
 gone. Run from the repository root:
 
     python -m recipes.track_shapes --model src/sam_hf/bundled/sam-hf-shapes \
-        --clip src/sam_hf/bundled/sam-hf-shapes-clip --output stage9 --minutes 50
+        --clip src/sam_hf/bundled/sam-hf-shapes-clip --output stage9 --minutes 55
 
 Training clips have seeds from `--first-clip` (default 0, far below the validation and held-out clip seeds).
 """

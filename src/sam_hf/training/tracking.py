@@ -21,9 +21,10 @@ from ..geometry import widened_boxes
 from ..modeling import SamModel
 from ..modeling.loss import SamLoss, sam_loss
 from ..processing import SamProcessor
+from ..video.predictor import VideoSettings
 from .interactive import PROMPTS_PER_IMAGE, masks_to_input_frame, noisy_boxes
 
-BOX_MARGIN = 0.1  # VideoSettings.box_margin's default
+BOX_MARGIN = VideoSettings.box_margin  # the default the predictor follows with
 
 
 def tracking_batch(

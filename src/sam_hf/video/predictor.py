@@ -494,12 +494,12 @@ class VideoPredictor:
             if track.mask is not None:
                 taken |= track.mask
         pool = [(mask, owner) for mask, owner in pool if (mask & taken).sum() <= REFIND_MAX_TAKEN * mask.sum()]
+        appearances = [_appearance(embedded, mask) for mask, _ in pool]
         similarity = np.full((len(searched), len(pool)), -np.inf)
         for j, (mask, owner) in enumerate(pool):
-            appearance = _appearance(embedded, mask)
             for i, object_id in enumerate(searched):
                 if owner in (None, object_id):
-                    similarity[i, j] = self._similarity(tracks[object_id], mask, appearance)
+                    similarity[i, j] = self._similarity(tracks[object_id], mask, appearances[j])
         rows, cols = linear_sum_assignment(np.where(np.isfinite(similarity), -similarity, 1e6))
         found = []
         for i, j in sorted(zip(rows, cols, strict=True), key=lambda pair: -similarity[pair]):
@@ -508,7 +508,7 @@ class VideoPredictor:
                 continue
             track = tracks[searched[i]]
             track.mask, track.score, track.logits = self._from_mask(embedded, mask)
-            track.area, track.appearance = int(mask.sum()), _appearance(embedded, mask)
+            track.area, track.appearance = int(mask.sum()), appearances[j]
             taken |= mask
             found.append(searched[i])
         return [key for key in lost if key in found]
