@@ -10,7 +10,7 @@ from pycocotools import mask as mask_utils
 from segment_anything.utils import amg
 
 from sam_hf.clip_scoring import square_crop_box
-from sam_hf.geometry import centre_point, mask_boxes, mask_iou, widened_boxes
+from sam_hf.geometry import centre_point, mask_boxes, mask_iou, touches_border, widened_boxes
 
 
 def random_masks(seed: int, shape: tuple[int, ...]) -> np.ndarray:
@@ -91,3 +91,14 @@ def test_widened_boxes_grow_by_the_margin_and_stay_in_the_frame():
     assert boxes[0].tolist() == pytest.approx([9.0, 4.0, 20.0, 15.0])
     assert boxes[1].tolist() == pytest.approx([24.5, 0.0, 29.0, 3.4])
     assert widened_boxes(masks[0], 0.0).tolist() == mask_boxes(masks[0]).tolist()
+
+
+def test_touches_border() -> None:
+    mask = np.zeros((6, 8), dtype=bool)
+    assert not touches_border(mask)
+    mask[2:4, 3:5] = True
+    assert not touches_border(mask)
+    for edge in ((0, 3), (5, 3), (2, 0), (2, 7)):
+        cut = mask.copy()
+        cut[edge] = True
+        assert touches_border(cut), edge

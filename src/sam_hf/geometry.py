@@ -51,6 +51,12 @@ def widened_boxes(masks: Masks, margin: float) -> torch.Tensor:
     return torch.cat([(box[..., :2] - pad).clamp(min=0), torch.minimum(box[..., 2:] + pad, high)], dim=-1)
 
 
+def touches_border(mask: np.ndarray) -> bool:
+    """Whether an `(H, W)` mask reaches the first or last row or column: the frame cuts it (part of the object may be
+    outside)."""
+    return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+
+
 def centre_point(mask: np.ndarray) -> list[float]:
     """`[x, y]` of the pixel of a non-empty `(H, W)` mask farthest from the background (the image border counts as
     background): the standard single-click evaluation point."""

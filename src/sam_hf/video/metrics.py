@@ -12,7 +12,7 @@ import numpy as np
 from scipy.ndimage import binary_dilation
 
 from ..data.motion import MotionClip
-from ..geometry import centre_point, mask_boxes, mask_iou
+from ..geometry import centre_point, mask_boxes, mask_iou, touches_border
 from ..predictor import SamPredictor
 from .predictor import VideoPredictor, VideoSettings
 
@@ -81,7 +81,7 @@ def failure_type(prediction: np.ndarray, lost: bool, index: int, truths: np.ndar
     own = int((prediction & truth).sum())
     if any(int((prediction & other).sum()) > own for k, other in enumerate(truths) if k != index):
         return "swap"
-    if truth[0].any() or truth[-1].any() or truth[:, 0].any() or truth[:, -1].any():
+    if touches_border(truth):
         return "edge"
     if truth.sum() < OCCLUDED * whole.sum():
         return "occlusion"

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from ..clip_scoring import ClipScorer
 from ..everything import BUNDLED_SETTINGS, SamAutomaticMaskGenerator
-from ..geometry import centre_point, mask_boxes, mask_iou, widened_boxes
+from ..geometry import centre_point, mask_boxes, mask_iou, touches_border, widened_boxes
 from ..predictor import EmbeddedImage, SamPredictor
 from ..prompts import PAD_LABEL
 from ..text_to_mask import segment_text
@@ -141,9 +141,27 @@ class _Track:
     logits: torch.Tensor | None = None  # (1, h, w) low-resolution logits
     score: float = 0.0
     area: int = 0  # of the last good mask
-    appearance: torch.Tensor | None = None  # (C,) unit embedding pooled inside the last good mask
+    # The re-find reference: the last good mask that the frame border does not cut (a sliver of an object leaving the
+    # frame is a poor picture of it to look for when it comes back), its (C,) pooled unit embedding and its area.
+    appearance: torch.Tensor | None = None
+    reference_area: int = 0
     text: str | None = None
     previous: np.ndarray | None = None  # the mask on the frame before (None if it was lost or had not started)
+
+    def keep(
+        self,
+        mask: np.ndarray,
+        score: float,
+        logits: torch.Tensor,
+        embedded: EmbeddedImage,
+        appearance: torch.Tensor | None = None,
+    ) -> None:
+        """Carries `mask` to the next frame; it becomes the re-find reference unless the border cuts it and there is
+        one already. `appearance`: its pooled embedding when already computed."""
+        self.mask, self.score, self.logits, self.area = mask, score, logits, int(mask.sum())
+        if self.appearance is None or not touches_border(mask):
+            self.appearance = _appearance(embedded, mask) if appearance is None else appearance
+            self.reference_area = self.area
 
 
 @dataclass
@@ -432,9 +450,7 @@ class VideoPredictor:
         track = _Track(text=prompt.text or (track.text if track else None))
         if decoded is None or not decoded[0].any():
             return track
-        mask, score, logits = decoded
-        track.mask, track.score, track.logits, track.area = mask, score, logits, int(mask.sum())
-        track.appearance = _appearance(embedded, mask)
+        track.keep(*decoded, embedded)
         return track
 
     def _follow(self, track: _Track, embedded: EmbeddedImage, decoded: tuple[np.ndarray, float, torch.Tensor]) -> None:
@@ -444,8 +460,7 @@ class VideoPredictor:
         if area < settings.min_area * mask.size or score < settings.lost_score or area < settings.collapse * track.area:
             track.mask, track.logits, track.score = None, None, 0.0
             return
-        track.mask, track.score, track.logits, track.area = mask, score, logits, area
-        track.appearance = _appearance(embedded, mask)
+        track.keep(mask, score, logits, embedded)
 
     def _resolve_overlaps(self, tracks: dict[int, _Track], decoded: dict[int, Any], prompted: set[int]) -> None:
         """Two objects on one region: the one the user prompted here, else the one that was there on the frame before
@@ -506,9 +521,7 @@ class VideoPredictor:
             mask = pool[j][0]
             if not np.isfinite(similarity[i, j]) or (mask & taken).sum() > REFIND_MAX_TAKEN * mask.sum():
                 continue
-            track = tracks[searched[i]]
-            track.mask, track.score, track.logits = self._from_mask(embedded, mask)
-            track.area, track.appearance = int(mask.sum()), appearances[j]
+            tracks[searched[i]].keep(*self._from_mask(embedded, mask), embedded, appearances[j])
             taken |= mask
             found.append(searched[i])
         return [key for key in lost if key in found]
@@ -522,10 +535,12 @@ class VideoPredictor:
         return [record["segmentation"] for record in records if record["segmentation"].any()]
 
     def _similarity(self, track: _Track, mask: np.ndarray, appearance: torch.Tensor) -> float:
-        """Cosine similarity of a candidate's pooled embedding `appearance` to the lost object's last good mask's;
-        `-inf` when it does not match (below `refind_similarity`, or its area beyond `refind_area` either way)."""
-        ratio = mask.sum() / max(track.area, 1)
-        if not 1 / self.settings.refind_area <= ratio <= self.settings.refind_area:
+        """Cosine similarity of a candidate's pooled embedding `appearance` to the lost object's reference (its last
+        good mask uncut by the border); `-inf` when it does not match (below `refind_similarity`, or its area beyond
+        `refind_area` either way of the reference's; a candidate cut by the border may be any part of the object)."""
+        ratio = mask.sum() / max(track.reference_area, 1)
+        smallest = 0 if touches_border(mask) else 1 / self.settings.refind_area
+        if not smallest <= ratio <= self.settings.refind_area:
             return -math.inf
         similarity = float(appearance @ track.appearance)
         return similarity if similarity >= self.settings.refind_similarity else -math.inf
