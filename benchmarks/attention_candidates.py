@@ -10,7 +10,9 @@ with one competing single-threaded busy process, and prints a markdown table. sa
 - `augmented query/key`: the bias folded into the dot product exactly (queries carry their rel_h / rel_w rows, keys a
   one-hot of their row and column), one SDPA call without a mask, at three times the query-key multiply-adds;
 - `FlexAttention, compiled`: `torch.nn.attention.flex_attention` under `torch.compile` with the bias as its
-  `score_mod`, added inside the kernel (no mask in memory); the compile is in the warm-up round.
+  `score_mod`, added inside the kernel (no mask in memory); the compile is in the warm-up round;
+- `fused kernel`: sam_hf's `fused_attention` (C++, one OpenMP region over (head, 128 query rows) tasks handed out
+  dynamically, the bias added to each task's logits in cache).
 
     python -m benchmarks.attention_candidates [--threads 2] [--repeats 5]
 """
@@ -18,6 +20,7 @@ with one competing single-threaded busy process, and prints a markdown table. sa
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -29,7 +32,7 @@ from torch.nn.attention.flex_attention import flex_attention
 
 from benchmarks.benchmark_models import busy_process
 from sam_hf.configuration_sam import PRESETS, SamVisionConfig
-from sam_hf.modeling import image_encoder
+from sam_hf.modeling import fused_attention, image_encoder
 
 HEADS, SIDE, HEAD_DIM = 12, 64, 64
 TOKENS = SIDE * SIDE
@@ -71,13 +74,16 @@ def head_blocks(x: dict[str, torch.Tensor], all_heads: bool, block_elements: int
 
 
 def sdpa_chunks(attention: image_encoder.SamVisionAttention, x: dict[str, torch.Tensor], rows: int) -> torch.Tensor:
-    """sam_hf's attention (SDPA over all heads, its bias as the additive mask) with chunks of `rows` query rows."""
+    """sam_hf's attention without the fused kernel (SDPA over all heads, its bias as the additive mask) with chunks of
+    `rows` query rows."""
     kept = image_encoder.BIAS_CHUNK_ELEMENTS
     image_encoder.BIAS_CHUNK_ELEMENTS = rows * HEADS * TOKENS
+    os.environ["SAM_HF_FUSED_ATTENTION"] = "0"
     try:
         return attention._attention_with_relative_position(x["query"], x["key"], x["value"], SIDE, SIDE)
     finally:
         image_encoder.BIAS_CHUNK_ELEMENTS = kept
+        del os.environ["SAM_HF_FUSED_ATTENTION"]
 
 
 def augmented(x: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -113,10 +119,13 @@ def candidates(
         "all-head blocks": partial(head_blocks, x, all_heads=True, block_elements=1 << 22),
     }
     for rows in sorted({128, kept_rows, 512, 1024}):
-        label = f"SDPA, bias chunks of {rows} rows" + (" (sam_hf)" if rows == kept_rows else "")
+        label = f"SDPA, bias chunks of {rows} rows" + (" (sam_hf without the kernel)" if rows == kept_rows else "")
         found[label] = partial(sdpa_chunks, attention, x, rows)
     found["augmented query/key"] = partial(augmented, x)
     found["FlexAttention, compiled"] = partial(flex, torch.compile(flex_attention), x)
+    if fused_attention.load_kernel() is not None:
+        arguments = (x["query"], x["key"], x["value"], x["rel_h"], x["rel_w"])
+        found["fused kernel (sam_hf)"] = partial(fused_attention.relative_position_attention, *arguments)
     return found
 
 

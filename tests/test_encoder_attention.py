@@ -1,14 +1,17 @@
-"""The image encoder's attention: fused SDPA a chunk of queries at a time with the decomposed relative-position bias,
-and the windowed blocks' projections on the unpadded grid, against the official `Block` on the same weights."""
+"""The image encoder's attention with the decomposed relative-position bias, by the fused CPU kernel and by SDPA a
+chunk of queries at a time, and the windowed blocks' projections on the unpadded grid, against the official `Block`
+on the same weights; where the kernel runs and where it falls back."""
 
 from __future__ import annotations
+
+import warnings
 
 import pytest
 import torch
 from segment_anything.modeling.image_encoder import Block
 
 from sam_hf.configuration_sam import SamVisionConfig
-from sam_hf.modeling import image_encoder
+from sam_hf.modeling import fused_attention, image_encoder
 from sam_hf.modeling.image_encoder import SamVisionLayer
 from tests.helpers import LargestTensor, perturb_
 
@@ -32,10 +35,14 @@ def layer_pair(window_size: int, qkv_bias: bool = True) -> tuple[Block, SamVisio
     return official.eval(), ours
 
 
+@pytest.mark.parametrize("fused", ["1", "0"], ids=["fused kernel", "sdpa chunks"])
 @pytest.mark.parametrize(("window_size", "qkv_bias"), [(0, True), (5, True), (5, False), (8, True)])
-def test_layer_matches_the_official_block(window_size, qkv_bias, monkeypatch):
-    """Global, padded-window (with and without a qkv bias: the padding's qkv is the bias) and unpadded-window blocks;
-    the bias chunk is shrunk so that a global block runs 7 chunks, the last one partial."""
+def test_layer_matches_the_official_block(window_size, qkv_bias, fused, monkeypatch):
+    """Global, padded-window (with and without a qkv bias: the padding's qkv is the bias) and unpadded-window blocks,
+    with the fused kernel (its tasks shrunk to 48 query rows, so a global block's last task is partial) and with SDPA
+    chunks (shrunk so that a global block runs 7 chunks, the last one partial)."""
+    monkeypatch.setenv("SAM_HF_FUSED_ATTENTION", fused)
+    monkeypatch.setattr(fused_attention, "ROWS_PER_TASK", 48)
     monkeypatch.setattr(image_encoder, "BIAS_CHUNK_ELEMENTS", HEADS * GRID * GRID * 40)
     official, ours = layer_pair(window_size, qkv_bias)
     tokens = torch.randn(2, GRID, GRID, HIDDEN)
@@ -46,8 +53,10 @@ def test_layer_matches_the_official_block(window_size, qkv_bias, monkeypatch):
 
 
 def test_global_attention_never_builds_the_full_bias(monkeypatch):
-    """Neither the bias nor the logits of all queries and keys (heads x tokens x tokens) are made; the eager path, which
-    returns the weights, does make them: the recorder sees the difference."""
+    """SDPA chunks: neither the bias nor the logits of all queries and keys (heads x tokens x tokens) are made; the
+    eager path, which returns the weights, does make them: the recorder sees the difference. (The fused kernel makes
+    one task's logits at a time, inside C++ where the recorder cannot look.)"""
+    monkeypatch.setenv("SAM_HF_FUSED_ATTENTION", "0")
     monkeypatch.setattr(image_encoder, "BIAS_CHUNK_ELEMENTS", HEADS * GRID * GRID * 32)
     _, ours = layer_pair(window_size=0)
     tokens = torch.randn(1, GRID, GRID, HIDDEN)
@@ -77,3 +86,52 @@ def test_int8_layer_with_padded_windows_matches_the_official_block():
         got, _ = quantized[1](tokens)
     difference = (got - expected).abs()
     assert difference.mean() < 2e-4 and difference.max() < 0.05, (difference.mean(), difference.max())
+
+
+def test_the_fused_kernel_builds_and_runs_inference_only(monkeypatch):
+    """The kernel builds here (a C++ compiler with OpenMP is on every machine this project tests on) and the encoder
+    uses it for inference; training (gradients), another dtype and `SAM_HF_FUSED_ATTENTION=0` take the SDPA path."""
+    assert fused_attention.load_kernel() is not None, fused_attention.unavailable_reason()
+    _, ours = layer_pair(window_size=0)
+    tokens = torch.randn(1, GRID, GRID, HIDDEN)
+    used = []
+    kernel = fused_attention.relative_position_attention
+
+    def recording(*args: torch.Tensor) -> torch.Tensor | None:
+        output = kernel(*args)
+        used.append(output is not None)
+        return output
+
+    monkeypatch.setattr(image_encoder, "relative_position_attention", recording)
+    with torch.inference_mode():
+        ours.attn(tokens)
+    with torch.no_grad():
+        ours.attn(tokens)
+    ours.attn(tokens)  # gradients wanted
+    with torch.inference_mode():
+        ours.double().attn(tokens.double())
+        monkeypatch.setenv("SAM_HF_FUSED_ATTENTION", "0")
+        ours.float().attn(tokens)
+    assert used == [True, True, False, False, False]
+
+
+def test_an_unbuildable_kernel_warns_once_and_falls_back(monkeypatch):
+    """No compiler: one warning that names the reason, then the SDPA path, with the same output."""
+
+    def no_compiler(**kwargs: object) -> None:
+        raise RuntimeError("Error building extension: c++: command not found")
+
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
+    monkeypatch.setattr(fused_attention, "_kernel", None)
+    monkeypatch.setattr(fused_attention, "_unavailable", None)
+    official, ours = layer_pair(window_size=0)
+    tokens = torch.randn(1, GRID, GRID, HIDDEN)
+    with pytest.warns(UserWarning, match="c\\+\\+: command not found"), torch.inference_mode():
+        got, _ = ours(tokens)
+    with warnings.catch_warnings(record=True) as later, torch.inference_mode():
+        warnings.simplefilter("always")
+        ours(tokens)
+        expected = official(tokens)
+    assert not [warning for warning in later if "fused attention" in str(warning.message)]
+    assert "command not found" in fused_attention.unavailable_reason()
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
