@@ -1,6 +1,6 @@
 """The image encoder's attention with the decomposed relative-position bias, by the fused CPU kernel and by SDPA a
 chunk of queries at a time, and the windowed blocks' projections on the unpadded grid, against the official `Block`
-on the same weights; where the kernel runs and where it falls back."""
+on the same weights; where the kernel runs and where it falls back; a layer's activations run in chunks."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from sam_hf.modeling.image_encoder import SamVisionLayer
 from tests.helpers import LargestTensor, perturb_
 
 GRID, HIDDEN, HEADS = 16, 64, 2  # 256 tokens; a 5-token window pads the grid to 20x20
+ACTIVATION_BUDGET = 2 * 5 * GRID * 4 * HIDDEN  # the MLP activations of one row of 5-token windows in a batch of 2
 
 
 def layer_pair(window_size: int, qkv_bias: bool = True) -> tuple[Block, SamVisionLayer]:
@@ -40,10 +41,13 @@ def layer_pair(window_size: int, qkv_bias: bool = True) -> tuple[Block, SamVisio
 def test_layer_matches_the_official_block(window_size, qkv_bias, fused, monkeypatch):
     """Global, padded-window (with and without a qkv bias: the padding's qkv is the bias) and unpadded-window blocks,
     with the fused kernel (its tasks shrunk to 48 query rows, so a global block's last task is partial) and with SDPA
-    chunks (shrunk so that a global block runs 7 chunks, the last one partial)."""
+    chunks (shrunk so that a global block runs 7 chunks, the last one partial). The activation chunks are shrunk too:
+    the MLP runs 4 blocks of tokens, a 5-token-window layer 4 bands of one window row (the last one padded), an
+    8-token-window layer 2."""
     monkeypatch.setenv("SAM_HF_FUSED_ATTENTION", fused)
     monkeypatch.setattr(fused_attention, "ROWS_PER_TASK", 48)
     monkeypatch.setattr(image_encoder, "BIAS_CHUNK_ELEMENTS", HEADS * GRID * GRID * 40)
+    monkeypatch.setattr(image_encoder, "ACTIVATION_CHUNK_ELEMENTS", ACTIVATION_BUDGET)
     official, ours = layer_pair(window_size, qkv_bias)
     tokens = torch.randn(2, GRID, GRID, HIDDEN)
     with torch.inference_mode():
@@ -72,10 +76,32 @@ def test_global_attention_never_builds_the_full_bias(monkeypatch):
     assert fused.numel < full_bias // 2  # the largest is qkv (tokens x 3 x hidden); a bias chunk is 32 query rows
 
 
+@pytest.mark.parametrize("window_size", [0, 5])
+def test_a_layers_largest_activation_is_bounded(window_size, monkeypatch):
+    """Whole, the largest activation is at least the MLP's hidden one (tokens x mlp_dim); in chunks, a windowed layer
+    stays within the budget and a global one within its qkv (tokens x 3 x hidden, which attention needs whole)."""
+    monkeypatch.setenv("SAM_HF_FUSED_ATTENTION", "0")  # the recorder sees the ATen calls of the SDPA path
+    monkeypatch.setattr(image_encoder, "BIAS_CHUNK_ELEMENTS", HEADS * GRID * GRID * 20)
+    _, ours = layer_pair(window_size)
+    tokens = torch.randn(2, GRID, GRID, HIDDEN)
+    whole, chunked = LargestTensor(), LargestTensor()
+    with torch.inference_mode():
+        monkeypatch.setattr(image_encoder, "ACTIVATION_CHUNK_ELEMENTS", 1 << 40)
+        with whole:
+            expected, _ = ours(tokens)
+        monkeypatch.setattr(image_encoder, "ACTIVATION_CHUNK_ELEMENTS", ACTIVATION_BUDGET)
+        with chunked:
+            got, _ = ours(tokens)
+    assert whole.numel >= tokens.numel() * 4  # mlp_dim = 4 x hidden (the padded qkv of 5-token windows is larger)
+    assert chunked.numel <= (ACTIVATION_BUDGET if window_size else tokens.numel() * 3)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
+
+
 def test_int8_layer_with_padded_windows_matches_the_official_block():
     """int8 dynamic quantisation of a layer with padded windows: the quantised qkv layer has no bias tensor, so the
     padding's qkv is the projection of a zero token. Against the official block quantised alike, outputs differ only by
     the activation scales of the output projection (the official quantises the padded rows too)."""
+    torch.manual_seed(0)  # activation scales follow the input: a fixed one keeps the bounds meaningful
     official, ours = layer_pair(window_size=5)
     quantized = [
         torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, torch.qint8) for module in (official, ours)

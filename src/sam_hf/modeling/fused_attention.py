@@ -18,6 +18,8 @@ from types import ModuleType
 
 import torch
 
+from ..prompts import is_tracing
+
 SOURCE = Path(__file__).with_name("csrc") / "relative_attention.cpp"
 ROWS_PER_TASK = 128  # query rows per task: 2 MiB of logits over vit's 4096 keys, which stay in cache
 
@@ -63,7 +65,7 @@ def applies(*tensors: torch.Tensor) -> bool:
         return False
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False
-    return not (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export())
+    return not is_tracing()
 
 
 def relative_position_attention(
@@ -73,21 +75,19 @@ def relative_position_attention(
     not apply or could not be built (see `applies`).
 
     Args:
-        query, key, value: `(batch, heads, tokens, head_dim)`.
+        query, key, value: `(batch, heads, tokens, head_dim)`, any strides with a unit one along `head_dim` (views
+            of the qkv projection's output are read in place).
         rel_h, rel_w: `(batch, heads, tokens, height)` and `(batch, heads, tokens, width)`, tokens = height * width
             (`SamVisionAttention.decomposed_relative_position`).
 
     Returns:
-        `(batch, heads, tokens, head_dim)`.
+        `(batch, heads, tokens, head_dim)`, a transposed view of a contiguous `(batch, tokens, heads, head_dim)`
+        tensor (the layout the output projection reads).
     """
     if not applies(query, key, value, rel_h, rel_w) or load_kernel() is None:
         return None
-    batch_size, num_heads, num_tokens, head_dim = query.shape
-
-    def groups(tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.reshape(batch_size * num_heads, num_tokens, -1).contiguous()
-
+    query, key, value = (t if t.stride(-1) == 1 else t.contiguous() for t in (query, key, value))
     output = _kernel.relative_attention(
-        groups(query * head_dim**-0.5), groups(key), groups(value), groups(rel_h), groups(rel_w), ROWS_PER_TASK
+        query, key, value, rel_h.contiguous(), rel_w.contiguous(), query.shape[-1] ** -0.5, ROWS_PER_TASK
     )
-    return output.view(batch_size, num_heads, num_tokens, head_dim)
+    return output.transpose(1, 2)

@@ -12,6 +12,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from ..configuration_sam import SamVisionConfig
+from ..prompts import is_tracing
 from .common import SamLayerNorm2d, SamMLPBlock
 from .fused_attention import relative_position_attention
 
@@ -19,6 +20,16 @@ from .fused_attention import relative_position_attention
 # in the allocator's pool; larger chunks are freshly mapped, and page faults, on every call): one global block of vit_b
 # is then 25 fused SDPA calls instead of a 800 MB bias (benchmarks/attention_candidates.py).
 BIAS_CHUNK_ELEMENTS = 1 << 23
+# A layer's largest activations stay under this many elements (16 MiB in fp32): the MLP runs a block of tokens at a
+# time, a windowed layer a band of window rows. Whole, vit_b's are 38-50 MB, above glibc's largest pooled size (32 MiB),
+# so they would be freshly mapped, and page-faulted, in every layer: 560k page faults per image, 0.7-1.3 s of ~9 s.
+ACTIVATION_CHUNK_ELEMENTS = 1 << 22
+
+
+def chunks_activations(hidden_states: torch.Tensor) -> bool:
+    """Whether a layer runs in chunks (`ACTIVATION_CHUNK_ELEMENTS`): on the CPU, in eager mode. Traced, compiled and
+    exported graphs keep whole tensors, with symbolic shapes."""
+    return hidden_states.device.type == "cpu" and not is_tracing()
 
 
 def relative_position_table(size: int, rel_pos: torch.Tensor) -> torch.Tensor:
@@ -193,11 +204,33 @@ class SamVisionLayer(GradientCheckpointingLayer):
     def forward(
         self, hidden_states: torch.Tensor, output_attentions: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`(batch, height, width, channels)` -> the same shape, and the attention weights when `output_attentions`."""
+        """`(batch, height, width, channels)` -> the same shape, and the attention weights when `output_attentions`.
+
+        Windows never attend across a row of windows, so a windowed layer runs a band of window rows at a time: the
+        same numbers, with activations under `ACTIVATION_CHUNK_ELEMENTS`."""
+        window_size = self.attn.window_size
+        if window_size > 0 and not output_attentions and chunks_activations(hidden_states):
+            batch_size, _, width, _ = hidden_states.shape
+            window_row_elements = batch_size * window_size * width * self.mlp.lin1.out_features
+            band = window_size * max(1, ACTIVATION_CHUNK_ELEMENTS // window_row_elements)
+            if band < hidden_states.shape[1]:
+                bands = [self._block(part)[0] for part in hidden_states.split(band, dim=1)]
+                return torch.cat(bands, dim=1), None
+        return self._block(hidden_states, output_attentions)
+
+    def _block(
+        self, hidden_states: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The block on these tokens (the whole grid, or a band of window rows); the MLP a block of tokens at a time."""
         residual = hidden_states
         hidden_states, attn_weights = self.attn(self.layer_norm1(hidden_states), output_attentions)
         hidden_states = residual + hidden_states
-        return hidden_states + self.mlp(self.layer_norm2(hidden_states)), attn_weights
+        if not chunks_activations(hidden_states):
+            return hidden_states + self.mlp(self.layer_norm2(hidden_states)), attn_weights
+        tokens = self.layer_norm2(hidden_states).flatten(0, -2)
+        rows = max(1, ACTIVATION_CHUNK_ELEMENTS // self.mlp.lin1.out_features)
+        mlp_output = torch.cat([self.mlp(chunk) for chunk in tokens.split(rows)])
+        return hidden_states + mlp_output.view_as(hidden_states), attn_weights
 
 
 class SamVisionNeck(nn.Module):
