@@ -11,7 +11,7 @@ with one competing single-threaded busy process, and prints a markdown table. sa
   one-hot of their row and column), one SDPA call without a mask, at three times the query-key multiply-adds;
 - `FlexAttention, compiled`: `torch.nn.attention.flex_attention` under `torch.compile` with the bias as its
   `score_mod`, added inside the kernel (no mask in memory); the compile is in the warm-up round;
-- `fused kernel`: sam_hf's `fused_attention` (C++, one OpenMP region over (head, 128 query rows) tasks handed out
+- `fused kernel`: sam_hf's `cpu_kernels` (C++, one OpenMP region over (head, 128 query rows) tasks handed out
   dynamically, the bias added to each task's logits in cache).
 
     python -m benchmarks.attention_candidates [--threads 2] [--repeats 5]
@@ -32,7 +32,7 @@ from torch.nn.attention.flex_attention import flex_attention
 
 from benchmarks.benchmark_models import busy_process
 from sam_hf.configuration_sam import PRESETS, SamVisionConfig
-from sam_hf.modeling import fused_attention, image_encoder
+from sam_hf.modeling import cpu_kernels, image_encoder
 
 HEADS, SIDE, HEAD_DIM = 12, 64, 64
 TOKENS = SIDE * SIDE
@@ -78,12 +78,12 @@ def sdpa_chunks(attention: image_encoder.SamVisionAttention, x: dict[str, torch.
     `rows` query rows."""
     kept = image_encoder.BIAS_CHUNK_ELEMENTS
     image_encoder.BIAS_CHUNK_ELEMENTS = rows * HEADS * TOKENS
-    os.environ["SAM_HF_FUSED_ATTENTION"] = "0"
+    os.environ["SAM_HF_CPU_KERNELS"] = "0"
     try:
         return attention._attention_with_relative_position(x["query"], x["key"], x["value"], SIDE, SIDE)
     finally:
         image_encoder.BIAS_CHUNK_ELEMENTS = kept
-        del os.environ["SAM_HF_FUSED_ATTENTION"]
+        del os.environ["SAM_HF_CPU_KERNELS"]
 
 
 def augmented(x: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -123,9 +123,9 @@ def candidates(
         found[label] = partial(sdpa_chunks, attention, x, rows)
     found["augmented query/key"] = partial(augmented, x)
     found["FlexAttention, compiled"] = partial(flex, torch.compile(flex_attention), x)
-    if fused_attention.load_kernel() is not None:
+    if cpu_kernels.load_kernel() is not None:
         arguments = (x["query"], x["key"], x["value"], x["rel_h"], x["rel_w"])
-        found["fused kernel (sam_hf)"] = partial(fused_attention.relative_position_attention, *arguments)
+        found["fused kernel (sam_hf)"] = partial(cpu_kernels.relative_position_attention, *arguments)
     return found
 
 

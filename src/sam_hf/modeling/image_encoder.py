@@ -14,7 +14,7 @@ from transformers.utils import ModelOutput
 from ..configuration_sam import SamVisionConfig
 from ..prompts import is_tracing
 from .common import SamLayerNorm2d, SamMLPBlock
-from .fused_attention import relative_position_attention
+from .cpu_kernels import gelu_mlp, relative_position_attention
 
 # Attention runs a chunk of queries at a time with at most this many bias values (32 MiB in fp32, small enough to stay
 # in the allocator's pool; larger chunks are freshly mapped, and page faults, on every call): one global block of vit_b
@@ -143,7 +143,7 @@ class SamVisionAttention(nn.Module):
         # per global block of vit_b), so it is built for a chunk of queries at a time and each chunk is one fused SDPA
         # call over all heads: few, large operations, which keep their speed when other processes share the cores
         # (a loop of small per-head products loses most of it, each waiting for the slowest thread). On the CPU the
-        # fused kernel does better still: one parallel region, the bias added in cache (`fused_attention`).
+        # fused kernel does better still: one parallel region, the bias added in cache (`cpu_kernels`).
         rel_h, rel_w = self.decomposed_relative_position(query, height, width)
         fused = relative_position_attention(query, key, value, rel_h, rel_w)
         if fused is not None:
@@ -221,16 +221,23 @@ class SamVisionLayer(GradientCheckpointingLayer):
     def _block(
         self, hidden_states: torch.Tensor, output_attentions: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The block on these tokens (the whole grid, or a band of window rows); the MLP a block of tokens at a time."""
+        """The block on these tokens (the whole grid, or a band of window rows)."""
         residual = hidden_states
         hidden_states, attn_weights = self.attn(self.layer_norm1(hidden_states), output_attentions)
         hidden_states = residual + hidden_states
+        return hidden_states + self._mlp(self.layer_norm2(hidden_states)), attn_weights
+
+    def _mlp(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The MLP on `(batch, height, width, channels)` tokens: by the CPU kernel where it applies, else a block of
+        tokens at a time in eager CPU code, else whole."""
         if not chunks_activations(hidden_states):
-            return hidden_states + self.mlp(self.layer_norm2(hidden_states)), attn_weights
-        tokens = self.layer_norm2(hidden_states).flatten(0, -2)
-        rows = max(1, ACTIVATION_CHUNK_ELEMENTS // self.mlp.lin1.out_features)
-        mlp_output = torch.cat([self.mlp(chunk) for chunk in tokens.split(rows)])
-        return hidden_states + mlp_output.view_as(hidden_states), attn_weights
+            return self.mlp(hidden_states)
+        tokens = hidden_states.flatten(0, -2)
+        output = gelu_mlp(tokens, self.mlp)
+        if output is None:
+            rows = max(1, ACTIVATION_CHUNK_ELEMENTS // self.mlp.lin1.out_features)
+            output = torch.cat([self.mlp(chunk) for chunk in tokens.split(rows)])
+        return output.view_as(hidden_states)
 
 
 class SamVisionNeck(nn.Module):

@@ -1,17 +1,19 @@
-"""The image encoder's attention with the decomposed relative-position bias, by the fused CPU kernel and by SDPA a
-chunk of queries at a time, and the windowed blocks' projections on the unpadded grid, against the official `Block`
-on the same weights; where the kernel runs and where it falls back; a layer's activations run in chunks."""
+"""The image encoder's layers by the CPU kernels (attention with the decomposed relative-position bias, GELU MLP) and
+by ATen calls (SDPA a chunk of queries at a time, the MLP a block of tokens at a time), and the windowed blocks'
+projections on the unpadded grid, against the official `Block` on the same weights; where the kernels run and where
+they fall back; a layer's activations run in chunks."""
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import pytest
 import torch
 from segment_anything.modeling.image_encoder import Block
 
 from sam_hf.configuration_sam import SamVisionConfig
-from sam_hf.modeling import fused_attention, image_encoder
+from sam_hf.modeling import cpu_kernels, image_encoder
 from sam_hf.modeling.image_encoder import SamVisionLayer
 from tests.helpers import LargestTensor, perturb_
 
@@ -36,16 +38,17 @@ def layer_pair(window_size: int, qkv_bias: bool = True) -> tuple[Block, SamVisio
     return official.eval(), ours
 
 
-@pytest.mark.parametrize("fused", ["1", "0"], ids=["fused kernel", "sdpa chunks"])
+@pytest.mark.parametrize("kernels", ["1", "0"], ids=["cpu kernels", "aten"])
 @pytest.mark.parametrize(("window_size", "qkv_bias"), [(0, True), (5, True), (5, False), (8, True)])
-def test_layer_matches_the_official_block(window_size, qkv_bias, fused, monkeypatch):
+def test_layer_matches_the_official_block(window_size, qkv_bias, kernels, monkeypatch):
     """Global, padded-window (with and without a qkv bias: the padding's qkv is the bias) and unpadded-window blocks,
-    with the fused kernel (its tasks shrunk to 48 query rows, so a global block's last task is partial) and with SDPA
-    chunks (shrunk so that a global block runs 7 chunks, the last one partial). The activation chunks are shrunk too:
-    the MLP runs 4 blocks of tokens, a 5-token-window layer 4 bands of one window row (the last one padded), an
-    8-token-window layer 2."""
-    monkeypatch.setenv("SAM_HF_FUSED_ATTENTION", fused)
-    monkeypatch.setattr(fused_attention, "ROWS_PER_TASK", 48)
+    with the CPU kernels (tasks shrunk to 48 query rows and 100 tokens, so a global block's last tasks are partial)
+    and with ATen calls (SDPA chunks shrunk so that a global block runs 7 chunks, the last one partial). The activation
+    chunks are shrunk too: the MLP runs 4 blocks of tokens, a 5-token-window layer 4 bands of one window row (the last
+    one padded), an 8-token-window layer 2."""
+    monkeypatch.setenv("SAM_HF_CPU_KERNELS", kernels)
+    monkeypatch.setattr(cpu_kernels, "ROWS_PER_TASK", 48)
+    monkeypatch.setattr(cpu_kernels, "TOKENS_PER_TASK", 100)
     monkeypatch.setattr(image_encoder, "BIAS_CHUNK_ELEMENTS", HEADS * GRID * GRID * 40)
     monkeypatch.setattr(image_encoder, "ACTIVATION_CHUNK_ELEMENTS", ACTIVATION_BUDGET)
     official, ours = layer_pair(window_size, qkv_bias)
@@ -60,7 +63,7 @@ def test_global_attention_never_builds_the_full_bias(monkeypatch):
     """SDPA chunks: neither the bias nor the logits of all queries and keys (heads x tokens x tokens) are made; the
     eager path, which returns the weights, does make them: the recorder sees the difference. (The fused kernel makes
     one task's logits at a time, inside C++ where the recorder cannot look.)"""
-    monkeypatch.setenv("SAM_HF_FUSED_ATTENTION", "0")
+    monkeypatch.setenv("SAM_HF_CPU_KERNELS", "0")
     monkeypatch.setattr(image_encoder, "BIAS_CHUNK_ELEMENTS", HEADS * GRID * GRID * 32)
     _, ours = layer_pair(window_size=0)
     tokens = torch.randn(1, GRID, GRID, HIDDEN)
@@ -80,7 +83,7 @@ def test_global_attention_never_builds_the_full_bias(monkeypatch):
 def test_a_layers_largest_activation_is_bounded(window_size, monkeypatch):
     """Whole, the largest activation is at least the MLP's hidden one (tokens x mlp_dim); in chunks, a windowed layer
     stays within the budget and a global one within its qkv (tokens x 3 x hidden, which attention needs whole)."""
-    monkeypatch.setenv("SAM_HF_FUSED_ATTENTION", "0")  # the recorder sees the ATen calls of the SDPA path
+    monkeypatch.setenv("SAM_HF_CPU_KERNELS", "0")  # the recorder sees the ATen calls of the SDPA path
     monkeypatch.setattr(image_encoder, "BIAS_CHUNK_ELEMENTS", HEADS * GRID * GRID * 20)
     _, ours = layer_pair(window_size)
     tokens = torch.randn(2, GRID, GRID, HIDDEN)
@@ -114,42 +117,62 @@ def test_int8_layer_with_padded_windows_matches_the_official_block():
     assert difference.mean() < 2e-4 and difference.max() < 0.05, (difference.mean(), difference.max())
 
 
-def test_the_fused_kernel_builds_and_runs_inference_only(monkeypatch):
-    """The kernel builds here (a C++ compiler with OpenMP is on every machine this project tests on) and the encoder
-    uses it for inference; training (gradients), another dtype and `SAM_HF_FUSED_ATTENTION=0` take the SDPA path."""
-    assert fused_attention.load_kernel() is not None, fused_attention.unavailable_reason()
+def test_the_kernels_build_and_run_inference_only(monkeypatch):
+    """The kernels build here (a C++ compiler with OpenMP is on every machine this project tests on) and a layer uses
+    both for inference; training (gradients), another dtype and `SAM_HF_CPU_KERNELS=0` take the ATen path, and so does
+    an MLP whose linear layers are quantised or whose GELU is the tanh approximation (attention still runs its
+    kernel)."""
+    assert cpu_kernels.load_kernel() is not None, cpu_kernels.unavailable_reason()
     _, ours = layer_pair(window_size=0)
     tokens = torch.randn(1, GRID, GRID, HIDDEN)
     used = []
-    kernel = fused_attention.relative_position_attention
 
-    def recording(*args: torch.Tensor) -> torch.Tensor | None:
-        output = kernel(*args)
-        used.append(output is not None)
-        return output
+    def recording(kernel: Callable[..., torch.Tensor | None]) -> Callable[..., torch.Tensor | None]:
+        def run(*args: object) -> torch.Tensor | None:
+            output = kernel(*args)
+            used.append(output is not None)
+            return output
 
-    monkeypatch.setattr(image_encoder, "relative_position_attention", recording)
+        return run
+
+    for name in ("relative_position_attention", "gelu_mlp"):
+        monkeypatch.setattr(image_encoder, name, recording(getattr(cpu_kernels, name)))
     with torch.inference_mode():
-        ours.attn(tokens)
+        ours(tokens)
     with torch.no_grad():
-        ours.attn(tokens)
-    ours.attn(tokens)  # gradients wanted
+        ours(tokens)
+    ours(tokens)  # gradients wanted
     with torch.inference_mode():
-        ours.double().attn(tokens.double())
-        monkeypatch.setenv("SAM_HF_FUSED_ATTENTION", "0")
-        ours.float().attn(tokens)
-    assert used == [True, True, False, False, False]
+        ours.double()(tokens.double())
+        ours.float()
+        torch.ao.quantization.quantize_dynamic(ours.mlp, {torch.nn.Linear}, torch.qint8, inplace=True)
+        ours(tokens)
+        _, ours = layer_pair(window_size=0)
+        ours.mlp.act = torch.nn.GELU(approximate="tanh")
+        ours(tokens)
+        monkeypatch.setenv("SAM_HF_CPU_KERNELS", "0")
+        ours(tokens)
+    # (attention, MLP) per call
+    assert list(zip(used[::2], used[1::2], strict=True)) == [
+        (True, True),
+        (True, True),
+        (False, False),
+        (False, False),
+        (True, False),
+        (True, False),
+        (False, False),
+    ]
 
 
 def test_an_unbuildable_kernel_warns_once_and_falls_back(monkeypatch):
-    """No compiler: one warning that names the reason, then the SDPA path, with the same output."""
+    """No compiler: one warning that names the reason, then the ATen path, with the same output."""
 
     def no_compiler(**kwargs: object) -> None:
         raise RuntimeError("Error building extension: c++: command not found")
 
     monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
-    monkeypatch.setattr(fused_attention, "_kernel", None)
-    monkeypatch.setattr(fused_attention, "_unavailable", None)
+    monkeypatch.setattr(cpu_kernels, "_kernel", None)
+    monkeypatch.setattr(cpu_kernels, "_unavailable", None)
     official, ours = layer_pair(window_size=0)
     tokens = torch.randn(1, GRID, GRID, HIDDEN)
     with pytest.warns(UserWarning, match="c\\+\\+: command not found"), torch.inference_mode():
@@ -158,6 +181,6 @@ def test_an_unbuildable_kernel_warns_once_and_falls_back(monkeypatch):
         warnings.simplefilter("always")
         ours(tokens)
         expected = official(tokens)
-    assert not [warning for warning in later if "fused attention" in str(warning.message)]
-    assert "command not found" in fused_attention.unavailable_reason()
+    assert not [warning for warning in later if "CPU kernels" in str(warning.message)]
+    assert "command not found" in cpu_kernels.unavailable_reason()
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
