@@ -78,12 +78,16 @@ def sdpa_chunks(attention: image_encoder.SamVisionAttention, x: dict[str, torch.
     `rows` query rows."""
     kept = image_encoder.BIAS_CHUNK_ELEMENTS
     image_encoder.BIAS_CHUNK_ELEMENTS = rows * HEADS * TOKENS
+    kept_setting = os.environ.get("SAM_HF_CPU_KERNELS")
     os.environ["SAM_HF_CPU_KERNELS"] = "0"
     try:
         return attention._attention_with_relative_position(x["query"], x["key"], x["value"], SIDE, SIDE)
     finally:
         image_encoder.BIAS_CHUNK_ELEMENTS = kept
-        del os.environ["SAM_HF_CPU_KERNELS"]
+        if kept_setting is None:
+            del os.environ["SAM_HF_CPU_KERNELS"]
+        else:
+            os.environ["SAM_HF_CPU_KERNELS"] = kept_setting
 
 
 def augmented(x: dict[str, torch.Tensor]) -> torch.Tensor:

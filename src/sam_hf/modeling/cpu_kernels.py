@@ -29,7 +29,7 @@ ROWS_PER_TASK = 128  # query rows per attention task: 2 MiB of logits over vit's
 TOKENS_PER_TASK = 256  # tokens per MLP task: 3 MiB of vit_b's hidden activations
 
 _kernel: ModuleType | None = None
-_unavailable: str | None = None  # why the kernel could not be built
+_unavailable: str | None = None  # why the kernels could not be built
 
 
 def load_kernel() -> ModuleType | None:
