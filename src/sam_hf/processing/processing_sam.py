@@ -26,6 +26,8 @@ POINTS_FORM = (
 )
 LABELS_FORM = "[image][prompt][point] = label, i.e. (batch_size, point_batch_size, num_points), or [image][point]"
 BOXES_FORM = "[image][prompt] = [x1, y1, x2, y2], i.e. (batch_size, point_batch_size, 4)"
+# from_pretrained's options that say where to find the files, passed to every file lookup.
+HUB_OPTIONS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
 TEXT_FORM = "a string, a list of strings (the prompts of one image) or [image][prompt] = string"
 
 
@@ -126,11 +128,23 @@ class SamHfProcessor(ProcessorMixin):
         return cls(image_processor, context_length)
 
     @classmethod
-    def _get_arguments_from_pretrained(
-        cls, pretrained_model_name_or_path: str | os.PathLike, processor_dict: dict | None = None, **kwargs: Any
-    ) -> list[SamHfImageProcessor]:
-        # Always sam_hf's image processor, also where the saved type names transformers' (`facebook/sam-vit-*`).
-        return [SamHfImageProcessor.from_pretrained(pretrained_model_name_or_path, **kwargs)]
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> SamHfProcessor:
+        """transformers' `ProcessorMixin.from_pretrained` (a Hub id or a directory; hub options such as `revision`
+        or `cache_dir`; other keyword arguments override saved settings), always with sam_hf's image processor: also
+        where the saved type names transformers' (`facebook/sam-vit-*`), which transformers would load by that name.
+        Reads both layouts transformers writes: the image processor nested in `processor_config.json`, or its own
+        `preprocessor_config.json`."""
+        hub = {key: kwargs.pop(key) for key in HUB_OPTIONS if key in kwargs}
+        processor_dict, _ = cls.get_processor_dict(pretrained_model_name_or_path, **hub)
+        context_length = kwargs.pop("text_context_length", processor_dict.get("text_context_length"))
+        image_processor = kwargs.pop("image_processor", None)
+        if image_processor is None:
+            nested = processor_dict.get("image_processor")
+            if isinstance(nested, dict):
+                image_processor = SamHfImageProcessor.from_dict(nested, **kwargs)
+            else:
+                image_processor = SamHfImageProcessor.from_pretrained(pretrained_model_name_or_path, **hub, **kwargs)
+        return cls(image_processor, CLIP_CONTEXT_LENGTH if context_length is None else context_length)
 
     def __call__(
         self,
