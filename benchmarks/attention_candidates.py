@@ -11,8 +11,8 @@ with one competing single-threaded busy process, and prints a markdown table. sa
   one-hot of their row and column), one SDPA call without a mask, at three times the query-key multiply-adds;
 - `FlexAttention, compiled`: `torch.nn.attention.flex_attention` under `torch.compile` with the bias as its
   `score_mod`, added inside the kernel (no mask in memory); the compile is in the warm-up round;
-- `fused kernel`: sam_hf's `cpu_kernels` (C++, one OpenMP region over (head, 128 query rows) tasks handed out
-  dynamically, the bias added to each task's logits in cache).
+- `fused kernel`: sam_hf's `cpu_kernels` (C++, one OpenMP region over (head, 2 grid rows = 128 queries) tasks handed
+  out dynamically, each task computing its rows' bias and adding it to their logits in cache).
 
     python -m benchmarks.attention_candidates [--threads 2] [--repeats 5]
 """
@@ -128,7 +128,7 @@ def candidates(
     found["augmented query/key"] = partial(augmented, x)
     found["FlexAttention, compiled"] = partial(flex, torch.compile(flex_attention), x)
     if cpu_kernels.load_kernel() is not None:
-        arguments = (x["query"], x["key"], x["value"], x["rel_h"], x["rel_w"])
+        arguments = (x["query"], x["key"], x["value"], attention.rel_pos_h, attention.rel_pos_w, (SIDE, SIDE))
         found["fused kernel (sam_hf)"] = partial(cpu_kernels.relative_position_attention, *arguments)
     return found
 

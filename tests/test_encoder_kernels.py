@@ -38,15 +38,18 @@ def layer_pair(window_size: int, qkv_bias: bool = True) -> tuple[Block, SamVisio
     return official.eval(), ours
 
 
-@pytest.mark.parametrize("kernels", ["1", "0"], ids=["cpu kernels", "aten"])
+@pytest.mark.parametrize("kernels", ["block", "attention and mlp", "aten"])
 @pytest.mark.parametrize(("window_size", "qkv_bias"), [(0, True), (5, True), (5, False), (8, True)])
 def test_layer_matches_the_official_block(window_size, qkv_bias, kernels, monkeypatch):
     """Global, padded-window (with and without a qkv bias: the padding's qkv is the bias) and unpadded-window blocks,
-    with the CPU kernels (tasks shrunk to 48 query rows and 100 tokens, so a global block's last tasks are partial)
-    and with ATen calls (SDPA chunks shrunk so that a global block runs 7 chunks, the last one partial). The activation
-    chunks are shrunk too: the MLP runs 4 blocks of tokens, a 5-token-window layer 4 bands of one window row (the last
-    one padded), an 8-token-window layer 2."""
-    monkeypatch.setenv("SAM_HF_CPU_KERNELS", kernels)
+    by the block kernels, by the attention and MLP kernels (the block kernel turned off, as for a layer with adapted
+    qkv weights), and by ATen calls. Tasks are shrunk to 48 query rows (3 grid rows: a global block's last band of
+    rows is partial) and 100 tokens; the SDPA chunks so that a global block runs 7 chunks, the last one partial. The
+    activation chunks are shrunk too: the MLP runs 4 blocks of tokens, a 5-token-window layer 4 bands of one window
+    row (the last one padded), an 8-token-window layer 2."""
+    monkeypatch.setenv("SAM_HF_CPU_KERNELS", "0" if kernels == "aten" else "1")
+    if kernels == "attention and mlp":
+        monkeypatch.setattr(image_encoder, "vision_block", lambda *args: None)
     monkeypatch.setattr(cpu_kernels, "ROWS_PER_TASK", 48)
     monkeypatch.setattr(cpu_kernels, "TOKENS_PER_TASK", 100)
     monkeypatch.setattr(image_encoder, "BIAS_CHUNK_ELEMENTS", HEADS * GRID * GRID * 40)
@@ -118,50 +121,56 @@ def test_int8_layer_with_padded_windows_matches_the_official_block():
 
 
 def test_the_kernels_build_and_run_inference_only(monkeypatch):
-    """The kernels build here (a C++ compiler with OpenMP is on every machine this project tests on) and a layer uses
-    both for inference; training (gradients), another dtype and `SAM_HF_CPU_KERNELS=0` take the ATen path, and so does
-    an MLP whose linear layers are quantised or whose GELU is the tanh approximation (attention still runs its
-    kernel)."""
+    """The kernels build here (a C++ compiler with OpenMP is on every machine this project tests on) and a layer runs
+    in the block kernel for inference; training (gradients), another dtype and `SAM_HF_CPU_KERNELS=0` take the ATen
+    path. A layer the block kernel cannot run uses the attention and MLP kernels where they apply: an adapted (here
+    int8) qkv layer both, a quantised MLP or a tanh GELU attention alone."""
     assert cpu_kernels.load_kernel() is not None, cpu_kernels.unavailable_reason()
-    _, ours = layer_pair(window_size=0)
     tokens = torch.randn(1, GRID, GRID, HIDDEN)
-    used = []
+    used: dict[str, bool] = {}
 
-    def recording(kernel: Callable[..., torch.Tensor | None]) -> Callable[..., torch.Tensor | None]:
+    def recording(name: str) -> Callable[..., torch.Tensor | None]:
+        kernel = getattr(cpu_kernels, name)
+
         def run(*args: object) -> torch.Tensor | None:
             output = kernel(*args)
-            used.append(output is not None)
+            used[name] = output is not None
             return output
 
         return run
 
-    for name in ("relative_position_attention", "gelu_mlp"):
-        monkeypatch.setattr(image_encoder, name, recording(getattr(cpu_kernels, name)))
+    for name in ("vision_block", "relative_position_attention", "gelu_mlp"):
+        monkeypatch.setattr(image_encoder, name, recording(name))
+
+    def kernels_used(layer: SamVisionLayer, inputs: torch.Tensor = tokens) -> list[str]:
+        used.clear()
+        layer(inputs)
+        return sorted(name for name, ran in used.items() if ran)
+
+    def layer_with(change: Callable[[SamVisionLayer], object]) -> SamVisionLayer:
+        _, layer = layer_pair(window_size=0)
+        change(layer)
+        return layer
+
+    def int8(module: torch.nn.Module) -> torch.nn.Module:
+        return torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(module), {torch.nn.Linear}, torch.qint8)[0]
+
+    _, plain = layer_pair(window_size=0)
+    int8_qkv = layer_with(lambda layer: setattr(layer.attn, "qkv", int8(layer.attn.qkv)))
+    int8_mlp = layer_with(lambda layer: setattr(layer, "mlp", int8(layer.mlp)))
+    tanh_gelu = layer_with(lambda layer: setattr(layer.mlp, "act", torch.nn.GELU(approximate="tanh")))
     with torch.inference_mode():
-        ours(tokens)
+        assert kernels_used(plain) == ["vision_block"]
+        assert kernels_used(int8_qkv) == ["gelu_mlp", "relative_position_attention"]
+        assert kernels_used(int8_mlp) == ["relative_position_attention"]
+        assert kernels_used(tanh_gelu) == ["relative_position_attention"]
+        assert kernels_used(layer_pair(window_size=0)[1].double(), tokens.double()) == []
     with torch.no_grad():
-        ours(tokens)
-    ours(tokens)  # gradients wanted
+        assert kernels_used(plain) == ["vision_block"]
+    assert kernels_used(plain) == []  # gradients wanted
+    monkeypatch.setenv("SAM_HF_CPU_KERNELS", "0")
     with torch.inference_mode():
-        ours.double()(tokens.double())
-        ours.float()
-        torch.ao.quantization.quantize_dynamic(ours.mlp, {torch.nn.Linear}, torch.qint8, inplace=True)
-        ours(tokens)
-        _, ours = layer_pair(window_size=0)
-        ours.mlp.act = torch.nn.GELU(approximate="tanh")
-        ours(tokens)
-        monkeypatch.setenv("SAM_HF_CPU_KERNELS", "0")
-        ours(tokens)
-    # (attention, MLP) per call
-    assert list(zip(used[::2], used[1::2], strict=True)) == [
-        (True, True),
-        (True, True),
-        (False, False),
-        (False, False),
-        (True, False),
-        (True, False),
-        (False, False),
-    ]
+        assert kernels_used(plain) == []
 
 
 def test_an_unbuildable_kernel_warns_once_and_falls_back(monkeypatch):

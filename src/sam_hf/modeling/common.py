@@ -47,3 +47,10 @@ class SamFeedForward(nn.Module):
         for layer in self.layers:
             hidden_states = torch.relu(layer(hidden_states))
         return self.proj_out(hidden_states)
+
+
+def relative_position_table(size: int, rel_pos: torch.Tensor) -> torch.Tensor:
+    """Embedding of every (query, key) offset along one axis: `(size, size, head_dim)` from a `(2 * size - 1,
+    head_dim)` table, row `q - k + size - 1` for query `q` and key `k`."""
+    positions = torch.arange(size, device=rel_pos.device)
+    return rel_pos[positions[:, None] - positions[None, :] + (size - 1)]

@@ -1,14 +1,15 @@
-"""The image encoder's CPU kernels (`csrc/cpu_kernels.cpp`, issue #22): attention with the decomposed
-relative-position bias, and the GELU MLP. Each runs a layer in one parallel region over tasks handed out dynamically
-(a block of query rows of one head, a block of tokens), so a thread that another process delays does fewer tasks
-instead of holding the layer up, and each task's intermediate values stay in cache: no bias tensor, no large fresh
-allocation.
+"""The image encoder's CPU kernels (`csrc/cpu_kernels.cpp`, issue #22): whole ViT blocks and, for layers the block
+kernels cannot run (an adapted or quantised linear layer, another activation), attention with the decomposed
+relative-position bias and the GELU MLP. Each parallel region covers a whole step of a layer over tasks handed out
+dynamically (a window, a band of query rows of one head, a block of tokens), so a thread that another process delays
+does fewer tasks instead of holding the layer up, and each task's intermediate values stay in cache: no bias tensor,
+no large fresh allocation.
 
 They are compiled with `torch.utils.cpp_extension` on first use, once per machine and torch version (about a minute;
 cached under `TORCH_EXTENSIONS_DIR`, by default `~/.cache/torch_extensions`), and need a C++ compiler with OpenMP.
 Where they cannot be built, or do not apply (autograd, tracing, `torch.compile`, ONNX export, another device or dtype,
-quantised or adapted linear layers), the encoder runs the same computation in ATen calls: the same numbers up to
-rounding (max abs diff ~1e-6). `SAM_HF_CPU_KERNELS=0` turns them off.
+the parts of a layer that are quantised or adapted), the encoder runs the same computation in ATen calls: the same
+numbers up to rounding (max abs diff ~1e-6). `SAM_HF_CPU_KERNELS=0` turns them off.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from torch import nn
 from transformers.activations import GELUActivation
 
 from ..prompts import is_tracing
+from .common import relative_position_table
 
 SOURCE = Path(__file__).with_name("csrc") / "cpu_kernels.cpp"
-ROWS_PER_TASK = 128  # query rows per attention task: 2 MiB of logits over vit's 4096 keys, which stay in cache
-TOKENS_PER_TASK = 256  # tokens per MLP task: 3 MiB of vit_b's hidden activations
+ROWS_PER_TASK = 128  # query rows per attention task (whole grid rows): 2 MiB of logits over vit's 4096 keys, in cache
+TOKENS_PER_TASK = 256  # tokens per MLP or qkv task: 3 MiB of vit_b's hidden activations
 
 _kernel: ModuleType | None = None
 _unavailable: str | None = None  # why the kernels could not be built
@@ -74,28 +76,33 @@ def applies(*tensors: torch.Tensor) -> bool:
 
 
 def relative_position_attention(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    rel_pos_h: torch.Tensor,
+    rel_pos_w: torch.Tensor,
+    size: tuple[int, int],
 ) -> torch.Tensor | None:
-    """`softmax(query key^T / sqrt(head_dim) + rel_h[q, kh] + rel_w[q, kw]) value`, or `None` where the kernels do
-    not apply or could not be built (see `applies`).
+    """`softmax(query key^T / sqrt(head_dim) + rel_h[q, kh] + rel_w[q, kw]) value` with the decomposed
+    relative-position bias of `SamVisionAttention.decomposed_relative_position`, computed a task at a time, or `None`
+    where the kernels do not apply or could not be built (see `applies`).
 
     Args:
-        query, key, value: `(batch, heads, tokens, head_dim)`, any strides with a unit one along `head_dim` (views
-            of the qkv projection's output are read in place).
-        rel_h, rel_w: `(batch, heads, tokens, height)` and `(batch, heads, tokens, width)`, tokens = height * width
-            (`SamVisionAttention.decomposed_relative_position`).
+        query, key, value: `(batch, heads, height * width, head_dim)`, any strides with a unit one along `head_dim`
+            (views of the qkv projection's output are read in place).
+        rel_pos_h, rel_pos_w: `(2 * height - 1, head_dim)` and `(2 * width - 1, head_dim)` embeddings of the offsets.
+        size: the grid's `(height, width)`.
 
     Returns:
-        `(batch, heads, tokens, head_dim)`, a transposed view of a contiguous `(batch, tokens, heads, head_dim)`
-        tensor (the layout the output projection reads).
+        `(batch, heads, height * width, head_dim)`, a transposed view of a contiguous `(batch, tokens, heads,
+        head_dim)` tensor (the layout the output projection reads).
     """
-    if not applies(query, key, value, rel_h, rel_w) or load_kernel() is None:
+    if not applies(query, key, value, rel_pos_h, rel_pos_w) or load_kernel() is None:
         return None
+    height, width = size
     query, key, value = (t if t.stride(-1) == 1 else t.contiguous() for t in (query, key, value))
-    output = _kernel.relative_attention(
-        query, key, value, rel_h.contiguous(), rel_w.contiguous(), query.shape[-1] ** -0.5, ROWS_PER_TASK
-    )
-    return output.transpose(1, 2)
+    table_h, table_w = relative_position_table(height, rel_pos_h), relative_position_table(width, rel_pos_w)
+    return _kernel.relative_attention(query, key, value, table_h, table_w, _band_rows(width))
 
 
 def gelu_mlp(tokens: torch.Tensor, mlp: nn.Module) -> torch.Tensor | None:
@@ -115,6 +122,53 @@ def gelu_mlp(tokens: torch.Tensor, mlp: nn.Module) -> torch.Tensor | None:
     if not applies(tokens, *weights) or load_kernel() is None:
         return None
     return _kernel.gelu_mlp(tokens.contiguous(), *weights, TOKENS_PER_TASK)
+
+
+def vision_block(hidden_states: torch.Tensor, layer: nn.Module) -> torch.Tensor | None:
+    """A `SamVisionLayer`'s block on `(batch, height, width, channels)` tokens, or `None` where the kernels do not
+    apply (see `applies`; the layer's linear layers, norms and GELU must be the plain torch ones, with the
+    relative-position bias) or could not be built. A windowed block is one task per window; a global block three
+    parallel regions (norm1 and qkv, attention, the rest)."""
+    attention, mlp = layer.attn, layer.mlp
+    linears = (attention.qkv, attention.proj, mlp.lin1, mlp.lin2)
+    norms = (layer.layer_norm1, layer.layer_norm2)
+    if (
+        any(type(linear) is not nn.Linear for linear in linears)
+        or any(linear.bias is None for linear in linears[1:])
+        or any(type(norm) is not nn.LayerNorm or norm.weight is None or norm.bias is None for norm in norms)
+        or not attention.use_rel_pos
+        or not _is_exact_gelu(mlp.act)
+    ):
+        return None
+    if not applies(hidden_states, *layer.parameters()) or load_kernel() is None:
+        return None
+    qkv_bias = attention.qkv.bias
+    if qkv_bias is None:  # the padding's qkv is then the projection of zero: zero
+        qkv_bias = attention.qkv.weight.new_zeros(attention.qkv.out_features)
+    weights = [
+        *(layer.layer_norm1.weight, layer.layer_norm1.bias, attention.qkv.weight, qkv_bias),
+        *(attention.proj.weight, attention.proj.bias, layer.layer_norm2.weight, layer.layer_norm2.bias),
+        *(mlp.lin1.weight, mlp.lin1.bias, mlp.lin2.weight, mlp.lin2.bias),
+    ]
+    hidden_states = hidden_states.contiguous()
+    window, (height, width) = attention.window_size, hidden_states.shape[1:3]
+    arguments = (
+        hidden_states,
+        weights,
+        layer.layer_norm1.eps,
+        layer.layer_norm2.eps,
+        relative_position_table(window or height, attention.rel_pos_h),
+        relative_position_table(window or width, attention.rel_pos_w),
+        attention.num_attention_heads,
+    )
+    if window > 0:
+        return _kernel.windowed_block(*arguments)
+    return _kernel.global_block(*arguments, _band_rows(width), TOKENS_PER_TASK)
+
+
+def _band_rows(width: int) -> int:
+    """Query grid rows per attention task: `ROWS_PER_TASK` query rows, rounded down to whole grid rows."""
+    return max(1, ROWS_PER_TASK // width)
 
 
 def _is_exact_gelu(activation: nn.Module) -> bool:

@@ -13,8 +13,8 @@ from transformers.utils import ModelOutput
 
 from ..configuration_sam import SamVisionConfig
 from ..prompts import is_tracing
-from .common import SamLayerNorm2d, SamMLPBlock
-from .cpu_kernels import gelu_mlp, relative_position_attention
+from .common import SamLayerNorm2d, SamMLPBlock, relative_position_table
+from .cpu_kernels import gelu_mlp, relative_position_attention, vision_block
 
 # Attention runs a chunk of queries at a time with at most this many bias values (32 MiB in fp32, small enough to stay
 # in the allocator's pool; larger chunks are freshly mapped, and page faults, on every call): one global block of vit_b
@@ -30,13 +30,6 @@ def chunks_activations(hidden_states: torch.Tensor) -> bool:
     """Whether a layer runs in chunks (`ACTIVATION_CHUNK_ELEMENTS`): on the CPU, in eager mode. Traced, compiled and
     exported graphs keep whole tensors, with symbolic shapes."""
     return hidden_states.device.type == "cpu" and not is_tracing()
-
-
-def relative_position_table(size: int, rel_pos: torch.Tensor) -> torch.Tensor:
-    """Embedding of every (query, key) offset along one axis: `(size, size, head_dim)` from a `(2 * size - 1,
-    head_dim)` table, row `q - k + size - 1` for query `q` and key `k`."""
-    positions = torch.arange(size, device=rel_pos.device)
-    return rel_pos[positions[:, None] - positions[None, :] + (size - 1)]
 
 
 @dataclass
@@ -144,10 +137,10 @@ class SamVisionAttention(nn.Module):
         # call over all heads: few, large operations, which keep their speed when other processes share the cores
         # (a loop of small per-head products loses most of it, each waiting for the slowest thread). On the CPU the
         # fused kernel does better still: one parallel region, the bias added in cache (`cpu_kernels`).
-        rel_h, rel_w = self.decomposed_relative_position(query, height, width)
-        fused = relative_position_attention(query, key, value, rel_h, rel_w)
+        fused = relative_position_attention(query, key, value, self.rel_pos_h, self.rel_pos_w, (height, width))
         if fused is not None:
             return fused
+        rel_h, rel_w = self.decomposed_relative_position(query, height, width)
         batch_size, num_heads, num_tokens = query.shape[:3]
         chunk = max(1, BIAS_CHUNK_ELEMENTS // (batch_size * num_heads * num_tokens))
         outputs = []
@@ -206,16 +199,21 @@ class SamVisionLayer(GradientCheckpointingLayer):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`(batch, height, width, channels)` -> the same shape, and the attention weights when `output_attentions`.
 
-        Windows never attend across a row of windows, so a windowed layer runs a band of window rows at a time: the
-        same numbers, with activations under `ACTIVATION_CHUNK_ELEMENTS`."""
+        On the CPU the block runs in the CPU kernel where it applies. Else, since windows never attend across a row of
+        windows, a windowed layer runs a band of window rows at a time: the same numbers, with activations under
+        `ACTIVATION_CHUNK_ELEMENTS`."""
         window_size = self.attn.window_size
-        if window_size > 0 and not output_attentions and chunks_activations(hidden_states):
-            batch_size, _, width, _ = hidden_states.shape
-            window_row_elements = batch_size * window_size * width * self.mlp.lin1.out_features
-            band = window_size * max(1, ACTIVATION_CHUNK_ELEMENTS // window_row_elements)
-            if band < hidden_states.shape[1]:
-                bands = [self._block(part)[0] for part in hidden_states.split(band, dim=1)]
-                return torch.cat(bands, dim=1), None
+        if not output_attentions and chunks_activations(hidden_states):
+            output = vision_block(hidden_states, self)
+            if output is not None:
+                return output, None
+            if window_size > 0:
+                batch_size, _, width, _ = hidden_states.shape
+                window_row_elements = batch_size * window_size * width * self.mlp.lin1.out_features
+                band = window_size * max(1, ACTIVATION_CHUNK_ELEMENTS // window_row_elements)
+                if band < hidden_states.shape[1]:
+                    bands = [self._block(part)[0] for part in hidden_states.split(band, dim=1)]
+                    return torch.cat(bands, dim=1), None
         return self._block(hidden_states, output_attentions)
 
     def _block(
