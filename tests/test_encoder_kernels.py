@@ -193,3 +193,17 @@ def test_an_unbuildable_kernel_warns_once_and_falls_back(monkeypatch):
     assert not [warning for warning in later if "CPU kernels" in str(warning.message)]
     assert "command not found" in cpu_kernels.unavailable_reason()
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_the_build_folder_is_named_by_the_source_and_the_torch_install(monkeypatch, tmp_path):
+    """Two checkouts or virtual environments sharing `~/.cache/torch_extensions` keep separate builds: the name
+    changes with the kernel source and with the torch install, and not otherwise."""
+    name = cpu_kernels.extension_name()
+    assert name == cpu_kernels.extension_name() and name.startswith("sam_hf_cpu_kernels_")
+    edited = tmp_path / "cpu_kernels.cpp"
+    edited.write_bytes(cpu_kernels.SOURCE.read_bytes() + b"\n// edited\n")
+    monkeypatch.setattr(cpu_kernels, "SOURCE", edited)
+    assert cpu_kernels.extension_name() != name
+    monkeypatch.undo()
+    monkeypatch.setattr(torch, "__file__", str(tmp_path / "other_venv" / "torch" / "__init__.py"))
+    assert cpu_kernels.extension_name() != name

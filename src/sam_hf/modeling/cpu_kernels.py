@@ -5,8 +5,9 @@ dynamically (a window, a band of query rows of one head, a block of tokens), so 
 does fewer tasks instead of holding the layer up, and each task's intermediate values stay in cache: no bias tensor,
 no large fresh allocation.
 
-They are compiled with `torch.utils.cpp_extension` on first use, once per machine and torch version (about a minute;
-cached under `TORCH_EXTENSIONS_DIR`, by default `~/.cache/torch_extensions`), and need a C++ compiler with OpenMP.
+They are compiled with `torch.utils.cpp_extension` on first use, once per machine, torch install and kernel source
+(about a minute; cached under `TORCH_EXTENSIONS_DIR`, by default `~/.cache/torch_extensions`, in a folder named by
+`extension_name()`), and need a C++ compiler with OpenMP.
 Where they cannot be built, or do not apply (autograd, tracing, `torch.compile`, ONNX export, another device or dtype,
 the parts of a layer that are quantised or adapted), the encoder runs the same computation in ATen calls: the same
 numbers up to rounding (max abs diff ~1e-6). `SAM_HF_CPU_KERNELS=0` turns them off.
@@ -14,6 +15,7 @@ numbers up to rounding (max abs diff ~1e-6). `SAM_HF_CPU_KERNELS=0` turns them o
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -43,7 +45,7 @@ def load_kernel() -> ModuleType | None:
 
         try:
             _kernel = load(
-                name="sam_hf_cpu_kernels",
+                name=extension_name(),
                 sources=[str(SOURCE)],
                 extra_cflags=["-O3", "-fopenmp"],
                 extra_ldflags=["-fopenmp"],
@@ -56,6 +58,15 @@ def load_kernel() -> ModuleType | None:
                 stacklevel=2,
             )
     return _kernel
+
+
+def extension_name() -> str:
+    """The extension's name, and so its build folder: it carries a digest of the kernel source and of the torch
+    install it links against, so that two virtual environments (or two versions of sam_hf) sharing the build cache
+    each keep their own build instead of rebuilding over each other's on every switch."""
+    digest = hashlib.sha256(SOURCE.read_bytes())
+    digest.update(f"{torch.__version__} {Path(torch.__file__).parent}".encode())
+    return f"sam_hf_cpu_kernels_{digest.hexdigest()[:12]}"
 
 
 def unavailable_reason() -> str | None:
