@@ -197,13 +197,16 @@ def test_an_unbuildable_kernel_warns_once_and_falls_back(monkeypatch):
 
 def test_the_build_folder_is_named_by_the_source_and_the_torch_install(monkeypatch, tmp_path):
     """Two checkouts or virtual environments sharing `~/.cache/torch_extensions` keep separate builds: the name
-    changes with the kernel source and with the torch install, and not otherwise."""
+    changes with the kernel source (content or path) and with the torch install, and not otherwise."""
     name = cpu_kernels.extension_name()
     assert name == cpu_kernels.extension_name() and name.startswith("sam_hf_cpu_kernels_")
-    edited = tmp_path / "cpu_kernels.cpp"
+    copied, edited = tmp_path / "copied.cpp", tmp_path / "edited.cpp"
+    copied.write_bytes(cpu_kernels.SOURCE.read_bytes())
     edited.write_bytes(cpu_kernels.SOURCE.read_bytes() + b"\n// edited\n")
+    monkeypatch.setattr(cpu_kernels, "SOURCE", copied)
+    in_another_checkout = cpu_kernels.extension_name()
     monkeypatch.setattr(cpu_kernels, "SOURCE", edited)
-    assert cpu_kernels.extension_name() != name
+    assert len({name, in_another_checkout, cpu_kernels.extension_name()}) == 3
     monkeypatch.undo()
     monkeypatch.setattr(torch, "__file__", str(tmp_path / "other_venv" / "torch" / "__init__.py"))
     assert cpu_kernels.extension_name() != name

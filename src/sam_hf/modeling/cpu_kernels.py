@@ -61,11 +61,11 @@ def load_kernel() -> ModuleType | None:
 
 
 def extension_name() -> str:
-    """The extension's name, and so its build folder: it carries a digest of the kernel source and of the torch
-    install it links against, so that two virtual environments (or two versions of sam_hf) sharing the build cache
-    each keep their own build instead of rebuilding over each other's on every switch."""
+    """The extension's name, and so its build folder: it carries a digest of the kernel source (its path, which the
+    build file names, and its content) and of the torch install it links against, so that two checkouts or virtual
+    environments sharing the build cache each keep their own build instead of rebuilding over each other's."""
     digest = hashlib.sha256(SOURCE.read_bytes())
-    digest.update(f"{torch.__version__} {Path(torch.__file__).parent}".encode())
+    digest.update(f"{SOURCE.resolve()} {torch.__version__} {Path(torch.__file__).parent}".encode())
     return f"sam_hf_cpu_kernels_{digest.hexdigest()[:12]}"
 
 
