@@ -57,6 +57,9 @@ class VideoSettings:
             grabs its occluder; see `_resolve_overlaps`).
         exclusive: a pixel that several followed objects' masks claim goes to the one with the highest logit there
             (objects prompted on the frame keep their masks: a part and its whole may overlap).
+        distinct_clicks: objects clicked on one frame are different objects: of the three candidates of an object's
+            lone click, one that covers another object's click is their merged blob, and the best-scored candidate
+            that covers none is kept instead (when there is one). Turn off to click a part and its whole.
         refind: how lost objects are looked for: `"similarity"` (a click on each of the `refind_points` embedding
             cells most like the object's last good mask), `"text"` (their text prompt), `"proposals"` (everything-mode
             masks), `"auto"` (text when the object has one, else similarity) or `"none"`. Every candidate must then
@@ -81,6 +84,7 @@ class VideoSettings:
     refind_similarity: float = 0.7
     refind_area: float = 4.0
     exclusive: bool = True
+    distinct_clicks: bool = True
     proposals: Any = BUNDLED_SETTINGS
     text_method: str = "auto"
 
@@ -93,8 +97,9 @@ class VideoSettings:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise ValueError(f"{name} must be a number in [0, 1], got {value!r}.")
-        if not isinstance(self.exclusive, bool):
-            raise TypeError(f"exclusive must be True or False, got {self.exclusive!r}.")
+        for name in ("exclusive", "distinct_clicks"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}.")
         if not isinstance(self.refind_points, int) or self.refind_points < 1:
             raise ValueError(f"refind_points must be a positive integer, got {self.refind_points!r}.")
         if not isinstance(self.refind_area, (int, float)) or self.refind_area < 1:
@@ -324,7 +329,13 @@ class VideoPredictor:
         }  # text prompts run through segment_text (learned token or zero-shot), with their points / box
         # Followed objects share the frame's pixels; the user's prompts here may overlap (a part and its whole).
         exclusive = [key for key in queries if key not in prompts] if self.settings.exclusive else []
-        decoded = self._decode(embedded, {key: query for key, query in queries.items() if key not in texts}, exclusive)
+        prompted = [key for key in queries if key in prompts and key not in texts]
+        decoded = self._decode(
+            embedded,
+            {key: query for key, query in queries.items() if key not in texts},
+            exclusive,
+            prompted if self.settings.distinct_clicks else [],
+        )
         for object_id, prompt in texts.items():
             decoded[object_id] = self._text(image, embedded, prompt)
         refound = []
@@ -364,12 +375,22 @@ class VideoPredictor:
         return query
 
     def _decode(
-        self, embedded: EmbeddedImage, queries: dict[Any, _Query], exclusive: Collection[Any] = ()
+        self,
+        embedded: EmbeddedImage,
+        queries: dict[Any, _Query],
+        exclusive: Collection[Any] = (),
+        distinct: Collection[Any] = (),
     ) -> dict[Any, tuple[np.ndarray, float, Any]]:
         """Decodes the queries, one batch per prompt form (while following, every object has the same form: one
         batch for all): object id -> (mask `(H, W)`, score, low-res logits `(1, h, w)`). A pixel that several masks
-        of the `exclusive` ids claim goes to the one with the highest logit there."""
+        of the `exclusive` ids claim goes to the one with the highest logit there. A lone click of a `distinct` id
+        keeps its best candidate that covers no other `distinct` id's foreground clicks (see `distinct_clicks`)."""
         predictor, results, upscaled = self.predictor, {}, {}
+        clicks = {key: queries[key].points[queries[key].labels == 1] for key in distinct if queries[key].multimask}
+        others = {
+            key: np.concatenate([np.zeros((0, 2))] + [points for other, points in clicks.items() if other != key])
+            for key in clicks
+        }
         predictor.image = embedded
         groups: dict[tuple[bool, ...], list[Any]] = {}
         for object_id, query in queries.items():
@@ -397,6 +418,8 @@ class VideoPredictor:
             best = scores.argmax(dim=1)
             for i, object_id in enumerate(ids):
                 choice = int(best[i])
+                if object_id in others and len(others[object_id]):
+                    choice = _best_avoiding(masks[i] > 0, scores[i], others[object_id])
                 upscaled[object_id] = masks[i, choice]
                 results[object_id] = (
                     (masks[i, choice] > 0).cpu().numpy(),
@@ -570,6 +593,18 @@ def _array(name: str, value: Any, shape: tuple[int, ...], form: str) -> np.ndarr
     if not np.isfinite(array).all():
         raise ValueError(f"{name} must be finite numbers, got {array.tolist()}.")
     return array
+
+
+def _best_avoiding(masks: torch.Tensor, scores: torch.Tensor, points: np.ndarray) -> int:
+    """The best-scored of one object's candidate masks `(candidates, H, W)` (bool) that covers none of `points`
+    `(n, 2)` (x, y in pixels), or the best-scored one when each covers some."""
+    height, width = masks.shape[-2:]
+    x = torch.as_tensor(points[:, 0]).round().long().clamp(0, width - 1).to(masks.device)
+    y = torch.as_tensor(points[:, 1]).round().long().clamp(0, height - 1).to(masks.device)
+    covers = masks[:, y, x].any(dim=1).to(scores.device)
+    if covers.all():
+        return int(scores.argmax())
+    return int(torch.where(covers, torch.full_like(scores, -math.inf), scores).argmax())
 
 
 def _overlap(mask: np.ndarray, previous: np.ndarray | None) -> float:
