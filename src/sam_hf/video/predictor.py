@@ -386,10 +386,13 @@ class VideoPredictor:
         of the `exclusive` ids claim goes to the one with the highest logit there. A lone click of a `distinct` id
         keeps its best candidate that covers no other `distinct` id's foreground clicks (see `distinct_clicks`)."""
         predictor, results, upscaled = self.predictor, {}, {}
-        clicks = {key: queries[key].points[queries[key].labels == 1] for key in distinct if queries[key].multimask}
-        others = {
+        clicks = {
+            key: queries[key].points[queries[key].labels == 1] for key in distinct if queries[key].points is not None
+        }
+        others = {  # for each lone click of a distinct id: every other distinct id's foreground clicks
             key: np.concatenate([np.zeros((0, 2))] + [points for other, points in clicks.items() if other != key])
             for key in clicks
+            if queries[key].multimask
         }
         predictor.image = embedded
         groups: dict[tuple[bool, ...], list[Any]] = {}
