@@ -32,8 +32,9 @@ SPLITS = {"held-out": CLIP_HELD_OUT_SEED, "validation": CLIP_VALIDATION_SEED}
 
 
 def summarise(scores: list) -> dict[str, Any]:
-    """J, F, J&F (means over every object of the clips), the lost fraction of visible frames and the object-frames of
-    each failure type."""
+    """J, F, J&F (means over every object of the clips), the visible object-frames, the fraction of them reported
+    lost, and the object-frames of each failure type (runs over parts of a split combine exactly: weight J and F by
+    objects and lost by visible)."""
     j = float(np.mean([value for score in scores for value in score.J]))
     f = float(np.mean([value for score in scores for value in score.F]))
     visible = sum(score.visible for score in scores)
@@ -41,7 +42,7 @@ def summarise(scores: list) -> dict[str, Any]:
     objects = sum(len(score.J) for score in scores)
     failures = {name: sum(score.failures[name] for score in scores) for name in FAILURES}
     means = {"J": round(j, 4), "F": round(f, 4), "J&F": round((j + f) / 2, 4), "lost": round(lost, 4)}
-    return {"clips": len(scores), "objects": objects, **means, "failures": failures}
+    return {"clips": len(scores), "objects": objects, "visible": visible, **means, "failures": failures}
 
 
 def main(argv: list[str] | None = None) -> None:

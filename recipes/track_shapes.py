@@ -1,10 +1,14 @@
-"""Stage 9 of the bundled model: stage 8's training (text token + point / box interaction on still scenes, image
-encoder trained) plus the video prompt (`sam_hf.training.tracking`) on pairs of frames of generated clips, so the model
-learns to follow an object from its widened box and logits on the frame before, cut by the frame edge, covered, or
-gone. Run from the repository root:
+"""Stages 9 and 10 of the bundled model: stage 8's training (text token + point / box interaction on still scenes,
+image encoder trained) plus the video prompt (`sam_hf.training.tracking`) on generated clips, so the model learns to
+follow an object from its widened box and logits on the frame before, cut by the frame edge, covered, or gone. Stage 9
+trains on pairs of frames; `--chain 5` on chains of 5 frames, where the prompt of the scored frame comes from the
+model's own masks followed through the 4 frames before it (its own drift; a stage 10 trained so was not kept, see the
+model card). Run from the repository root:
 
-    python -m recipes.track_shapes --model src/sam_hf/bundled/sam-hf-shapes \
-        --clip src/sam_hf/bundled/sam-hf-shapes-clip --output stage9 --minutes 55
+    python -m recipes.track_shapes --model stage8 --clip src/sam_hf/bundled/sam-hf-shapes-clip --output stage9 \
+        --minutes 55
+    python -m recipes.track_shapes --model stage9 --clip src/sam_hf/bundled/sam-hf-shapes-clip --output stage10 \
+        --minutes 55 --chain 5 --seed 10 --first-example 700000 --first-clip 20000
 
 Training clips have seeds from `--first-clip` (default 0, far below the validation and held-out clip seeds).
 """
@@ -44,15 +48,16 @@ class StillsAndTracking(torch.nn.Module):
         )
 
 
-def frame_pair(seed: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Frames t and t + 1..MAX_GAP of the training clip `seed`, at a random t where some object is visible."""
+def frame_chain(seed: int, rng: np.random.Generator, frames: int = 2) -> tuple[np.ndarray, ...]:
+    """`frames` frames of the training clip `seed`, each 1..MAX_GAP after the one before, from a random frame where
+    some object is visible: `(image_0, masks_0, image_1, masks_1, ...)` (a `tracking_batch` example)."""
     clip = generate_clip(seed)
     while True:
-        gap = int(rng.integers(1, MAX_GAP + 1))
-        before = clip.frame(int(rng.integers(0, len(clip) - gap)))
-        if before.masks.any():
-            after = clip.frame(before.index + gap)
-            return before.image, before.masks, after.image, after.masks
+        steps = np.cumsum(rng.integers(1, MAX_GAP + 1, size=frames - 1))
+        first = clip.frame(int(rng.integers(0, len(clip) - steps[-1])))
+        if first.masks.any():
+            chain = [first, *(clip.frame(first.index + int(step)) for step in steps)]
+            return tuple(array for frame in chain for array in (frame.image, frame.masks))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,7 +67,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", required=True)
     add_budget_arguments(parser, steps=10000)
     parser.add_argument("--batch-size", type=int, default=8, help="still scenes per step")
-    parser.add_argument("--pairs", type=int, default=8, help="frame pairs per step")
+    parser.add_argument("--pairs", type=int, default=8, help="frame pairs (or chains) per step")
+    parser.add_argument(
+        "--chain", type=int, default=2, help="frames per example: 2 = pairs (stage 9); more follows the object through"
+    )
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=9)
     parser.add_argument("--first-example", type=int, default=600000, help="seed of the first still scene")
@@ -78,10 +86,11 @@ def main(argv: list[str] | None = None) -> None:
 
     def batch(index: int) -> tuple[torch.Tensor, ...]:
         stills = [scenes[index * args.batch_size + i] for i in range(args.batch_size)]
-        pairs = [frame_pair(args.first_clip + index * args.pairs + i, rng) for i in range(args.pairs)]
+        pairs = [frame_chain(args.first_clip + index * args.pairs + i, rng, args.chain) for i in range(args.pairs)]
         return (*text_token_batch(stills, processor, clip, rng), *tracking_batch(pairs, processor, rng))
 
-    accelerator, log = fit(trainer, batch, args.steps, args.minutes, args.learning_rate, 50, description="stage 9")
+    description = f"tracking, {args.chain} frames"
+    accelerator, log = fit(trainer, batch, args.steps, args.minutes, args.learning_rate, 50, description=description)
     save_trained(accelerator, trainer, processor, args.output, log)
 
 

@@ -3,6 +3,7 @@ transformers' Trainer, and a frozen encoder on cached embeddings."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -13,12 +14,12 @@ from transformers import Trainer, TrainingArguments
 from sam_hf import SamModel, SamPredictor, SamProcessor
 from sam_hf.data import ShapesDataset, generate_scene
 from sam_hf.data.motion import generate_clip
-from sam_hf.geometry import mask_boxes
+from sam_hf.geometry import mask_boxes, widened_boxes
 from sam_hf.modeling.loss import sam_loss
 from sam_hf.prompts import BACKGROUND_LABEL, FOREGROUND_LABEL, NOT_A_POINT_LABEL
 from sam_hf.training.interactive import InteractiveTrainer, interactive_batch, noisy_boxes, sample_error_points
 from sam_hf.training.tracking import TrackingTrainer, tracking_batch, tracking_loss
-from sam_hf.video.predictor import VideoPredictor, _Track
+from sam_hf.video.predictor import VideoPredictor, VideoSettings, _Track
 from tests.helpers import scene_image, tiny_config
 
 
@@ -198,6 +199,59 @@ def test_tracking_loss_prompts_the_next_frame_as_the_video_predictor_does(monkey
         assert np.allclose(second["input_boxes"][image_index, slot].numpy(), query.box, atol=1e-5)
         assert torch.equal(second["input_masks"][image_index, slot], query.logits)
     assert second["multimask_output"] is False
+
+
+def clip_chains(frames: int = 3) -> list[tuple[np.ndarray, ...]]:
+    """Frames 11 - frames .. 10 of generated clips 0-3, as `tracking_batch` chain examples."""
+    chains = []
+    for seed in range(4):
+        clip = generate_clip(seed, num_frames=12)
+        chains.append(
+            tuple(array for t in range(11 - frames, 11) for array in (clip.frame(t).image, clip.frame(t).masks))
+        )
+    return chains
+
+
+def test_tracking_chains_follow_the_object_through_the_frames_before(monkeypatch):
+    """A chain of 4 frames: the object is decoded on frame 0 from a noisy box, then each frame is prompted from the
+    model's own mask on the frame before it (its widened box and its logits), and the loss is on frame 3."""
+    processor = SamProcessor.for_config(tiny_config())
+    chains = clip_chains(frames=4)
+    before, after, gt_before, gt_after = tracking_batch(chains, processor, np.random.default_rng(0))
+    assert before.shape == (4, 3, 3, 128, 128) and after.shape == (4, 3, 128, 128)
+    assert gt_before.shape == (4, 3, 4, 128, 128) and gt_after.shape == (4, 4, 128, 128)
+    for chain, slots_before, slots_after in zip(chains, gt_before, gt_after, strict=True):
+        for slot in range(4):  # one object per slot on every frame
+            (index,) = [i for i, mask in enumerate(chain[1]) if np.array_equal(mask, slots_before[0, slot].numpy())]
+            assert all(np.array_equal(chain[1 + 2 * k][index], slots_before[k, slot].numpy()) for k in (1, 2))
+            assert np.array_equal(chain[7][index], slots_after[slot].numpy())
+    model = small_trainable_model()
+    with torch.no_grad():
+        embeddings = model.get_image_embeddings(torch.cat([before.flatten(0, 1), after]))
+    embeddings_before = embeddings[:12].reshape(4, 3, *embeddings.shape[1:])
+    calls = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda **kwargs: calls.append(kwargs) or forward(**kwargs))
+    loss = tracking_loss(
+        model, embeddings_before, embeddings[12:], gt_before, gt_after, torch.Generator().manual_seed(0)
+    )
+    assert len(calls) == 4 and calls[0]["input_masks"] is None and torch.isfinite(loss.total)
+    for frame, (previous, call) in enumerate(itertools.pairwise(calls)):
+        assert torch.equal(call["image_embeddings"], embeddings_before[:, frame + 1] if frame < 2 else embeddings[12:])
+        logits = forward(**previous).pred_masks[:, :, 0]
+        upscaled = torch.nn.functional.interpolate(logits, size=(128, 128), mode="bilinear", align_corners=False) > 0
+        for image_index, slot in np.ndindex(*logits.shape[:2]):
+            if not upscaled[image_index, slot].any():
+                continue  # missed: followed from its true mask, or from the prompt before when it is gone
+            assert torch.equal(call["input_masks"][image_index, slot], logits[image_index, slot])
+            box = widened_boxes(upscaled[image_index, slot], VideoSettings.box_margin).float()
+            assert torch.allclose(call["input_boxes"][image_index, slot], box)
+    with pytest.raises(ValueError, match="gt_before"):
+        tracking_loss(model, embeddings_before, embeddings[12:], gt_before[:, :2], gt_after)
+    with pytest.raises(ValueError, match="same objects"):
+        tracking_batch([(*chains[0][:5], chains[0][5][:1])], processor, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="all of one length"):
+        tracking_batch([chains[0], chains[1][:4]], processor, np.random.default_rng(0))
 
 
 def test_a_few_tracking_steps_lower_the_loss():
