@@ -39,6 +39,7 @@ from .io import ResultWriter, VideoFrames, open_video, write_overlay
 TRACK_PROMPTS = ("box", "box+mask", "box+point", "box+mask+point", "mask+point")
 REFIND_METHODS = ("auto", "similarity", "text", "proposals", "none")
 REFIND_MAX_TAKEN = 0.25  # a candidate more than this fraction covered by other objects' masks is one of them
+OUTSIDE_BOX_LOGIT = -20.0  # `clip_to_box`: logits outside the user's box are at most this (certainly not the object)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,9 @@ class VideoSettings:
         distinct_clicks: objects clicked on one frame are different objects: of the three candidates of an object's
             lone click, one that covers another object's click is their merged blob, and the best-scored candidate
             that covers none is kept instead (when there is one). Turn off to click a part and its whole.
+        clip_to_box: a box the user gives bounds the object on its frame: the mask, and the low-resolution logits
+            that prompt the next frame, are cleared outside it (one logit cell of slack). Without it, the logits of a
+            box around one of two touching look-alikes cover their blob and carry the neighbour into the next frames.
         refind: how lost objects are looked for: `"similarity"` (a click on each of the `refind_points` embedding
             cells most like the object's last good mask), `"text"` (their text prompt), `"proposals"` (everything-mode
             masks), `"auto"` (text when the object has one, else similarity) or `"none"`. Every candidate must then
@@ -85,6 +89,7 @@ class VideoSettings:
     refind_area: float = 4.0
     exclusive: bool = True
     distinct_clicks: bool = True
+    clip_to_box: bool = True
     proposals: Any = BUNDLED_SETTINGS
     text_method: str = "auto"
 
@@ -97,7 +102,7 @@ class VideoSettings:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise ValueError(f"{name} must be a number in [0, 1], got {value!r}.")
-        for name in ("exclusive", "distinct_clicks"):
+        for name in ("exclusive", "distinct_clicks", "clip_to_box"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}.")
         if not isinstance(self.refind_points, int) or self.refind_points < 1:
@@ -341,6 +346,9 @@ class VideoPredictor:
         refound = []
         for object_id in self.object_ids:
             if object_id in prompts:
+                box = prompts[object_id].box
+                if self.settings.clip_to_box and box is not None and object_id not in texts:
+                    decoded[object_id] = self._inside_box(embedded, box, *decoded[object_id])
                 tracks[object_id] = self._start(tracks.get(object_id), prompts[object_id], embedded, decoded[object_id])
             elif object_id in decoded:
                 self._follow(tracks[object_id], embedded, decoded[object_id])
@@ -456,6 +464,22 @@ class VideoPredictor:
         if not found.found:
             return None
         return self._from_mask(embedded, found.masks[0])
+
+    def _inside_box(
+        self, embedded: EmbeddedImage, box: np.ndarray, mask: np.ndarray, score: float, logits: torch.Tensor
+    ) -> tuple[np.ndarray, float, torch.Tensor]:
+        """A mask decoded from the user's `box` (x1, y1, x2, y2 in frame pixels) cleared outside it, with its
+        low-resolution logits `(1, h, w)` at most `OUTSIDE_BOX_LOGIT` on the cells whose centre lies more than one
+        cell outside it (see `VideoSettings.clip_to_box`)."""
+        x1, y1, x2, y2 = box
+        inside = np.zeros_like(mask)
+        inside[math.floor(y1) : math.ceil(y2) + 1, math.floor(x1) : math.ceil(x2) + 1] = True
+        scaled = torch.as_tensor(box, dtype=torch.float)[None]
+        x1, y1, x2, y2 = self.predictor.transform.apply_boxes_torch(scaled, embedded.original_size)[0].tolist()
+        cell = self.predictor.model.config.prompt_encoder_config.image_size / logits.shape[-1]  # input pixels
+        rows, cols = ((torch.arange(n, device=logits.device) + 0.5) * cell for n in logits.shape[-2:])  # centres
+        near = ((rows >= y1 - cell) & (rows <= y2 + cell))[:, None] & ((cols >= x1 - cell) & (cols <= x2 + cell))
+        return mask & inside, score, torch.where(near, logits, logits.clamp(max=OUTSIDE_BOX_LOGIT))
 
     def _from_mask(self, embedded: EmbeddedImage, mask: np.ndarray) -> tuple[np.ndarray, float, torch.Tensor]:
         """`mask` with the predicted IoU and low-resolution logits of SAM's mask for its box (what the next frame is
