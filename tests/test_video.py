@@ -170,6 +170,15 @@ def test_a_box_bounds_its_object_on_its_frame(predictor) -> None:
     for settings, floor, ceiling in ((VideoSettings(clip_to_box=False), 0, 0.6), (VideoSettings(), 0.9, 1)):
         scores = score_clip(predictor, clip, "box", settings)
         assert floor <= (np.mean(scores.J) + np.mean(scores.F)) / 2 <= ceiling, scores
+    # A box may reach past the frame (users drag one over the edge): the part inside the frame bounds the object.
+    tracker = VideoPredictor(predictor, clip.images)
+    embedded = predictor.embed(clip.frame(0).image)
+    logits = torch.zeros(1, 64, 64)
+    mask, _, cleared = tracker._inside_box(
+        embedded, np.array([-5.0, -5.0, 10.0, 140.0]), np.ones((128, 128), bool), 1.0, logits
+    )
+    assert mask[:, :11].all() and not mask[:, 11:].any()
+    assert (cleared[0, :, :6] == 0).all() and (cleared[0, :, 6:] == -20).all()  # 2-pixel cells, one of slack
 
 
 def test_objects_lost_together_are_found_again_jointly(predictor) -> None:

@@ -473,7 +473,7 @@ class VideoPredictor:
         cell outside it (see `VideoSettings.clip_to_box`)."""
         x1, y1, x2, y2 = box
         inside = np.zeros_like(mask)
-        inside[math.floor(y1) : math.ceil(y2) + 1, math.floor(x1) : math.ceil(x2) + 1] = True
+        inside[max(math.floor(y1), 0) : math.ceil(y2) + 1, max(math.floor(x1), 0) : math.ceil(x2) + 1] = True
         scaled = torch.as_tensor(box, dtype=torch.float)[None]
         x1, y1, x2, y2 = self.predictor.transform.apply_boxes_torch(scaled, embedded.original_size)[0].tolist()
         cell = self.predictor.model.config.prompt_encoder_config.image_size / logits.shape[-1]  # input pixels
