@@ -474,11 +474,16 @@ class VideoPredictor:
         x1, y1, x2, y2 = box
         inside = np.zeros_like(mask)
         inside[max(math.floor(y1), 0) : math.ceil(y2) + 1, max(math.floor(x1), 0) : math.ceil(x2) + 1] = True
-        scaled = torch.as_tensor(box, dtype=torch.float)[None]
-        x1, y1, x2, y2 = self.predictor.transform.apply_boxes_torch(scaled, embedded.original_size)[0].tolist()
-        cell = self.predictor.model.config.prompt_encoder_config.image_size / logits.shape[-1]  # input pixels
-        rows, cols = ((torch.arange(n, device=logits.device) + 0.5) * cell for n in logits.shape[-2:])  # centres
-        near = ((rows >= y1 - cell) & (rows <= y2 + cell))[:, None] & ((cols >= x1 - cell) & (cols <= x2 + cell))
+        # The logits cover the model's padded input square: the box in input pixels, and each cell's centre there.
+        frame_box = torch.as_tensor(box, dtype=torch.float)[None]
+        left, top, right, bottom = self.predictor.transform.apply_boxes_torch(frame_box, embedded.original_size)[0]
+        cell = self.predictor.model.config.prompt_encoder_config.image_size / logits.shape[-1]
+        rows, cols = ((torch.arange(n, device=logits.device) + 0.5) * cell for n in logits.shape[-2:])
+        near_rows, near_cols = (
+            (rows >= top - cell) & (rows <= bottom + cell),
+            (cols >= left - cell) & (cols <= right + cell),
+        )
+        near = near_rows[:, None] & near_cols
         return mask & inside, score, torch.where(near, logits, logits.clamp(max=OUTSIDE_BOX_LOGIT))
 
     def _from_mask(self, embedded: EmbeddedImage, mask: np.ndarray) -> tuple[np.ndarray, float, torch.Tensor]:
