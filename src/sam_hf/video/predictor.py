@@ -85,8 +85,8 @@ class VideoSettings:
     max_overlap: float = 0.5
     refind: str = "auto"
     refind_points: int = 3
-    refind_similarity: float = 0.7
-    refind_area: float = 4.0
+    refind_similarity: float = 0.6
+    refind_area: float = 6.0
     exclusive: bool = True
     distinct_clicks: bool = True
     clip_to_box: bool = True
