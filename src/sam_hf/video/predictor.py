@@ -664,7 +664,7 @@ def _appearance(embedded: EmbeddedImage, mask: np.ndarray) -> torch.Tensor:
     resized, unpadded image)."""
     features = embedded.image_embeddings[0].float()  # (C, h, w) over the padded input square
     height, width = embedded.reshaped_size
-    weights = torch.from_numpy(mask).float()[None, None]
+    weights = torch.from_numpy(mask).to(features.device, torch.float)[None, None]
     side = max(embedded.reshaped_size)
     weights = F.interpolate(weights, size=(height, width), mode="area")
     weights = F.pad(weights, (0, side - width, 0, side - height))
