@@ -125,7 +125,11 @@ def load_model(name: str, weights: Path, size: str) -> torch.nn.Module:
 
 def load_contender(name: str, weights: Path, size: str, variant: str = "eager") -> tuple[Encode, Decode]:
     """`(encode, decode)` of one contender holding the official weights stored at `weights`, as `variant`."""
-    model = apply_variant(name, load_model(name, weights, size), variant)
+    return contender_calls(name, apply_variant(name, load_model(name, weights, size), variant))
+
+
+def contender_calls(name: str, model: torch.nn.Module) -> tuple[Encode, Decode]:
+    """`(encode, decode)` of contender `name`'s `model` (see `load_model`)."""
     if name == "official":
 
         def decode_official(embedding: torch.Tensor, points: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

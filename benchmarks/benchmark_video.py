@@ -3,6 +3,7 @@ encoder's share of a frame, and the cost of one object more, for the bundled mod
 weights, on the same generated clip (4 objects, 128x128; the vit_b processor resizes it to 1024).
 
     python -m benchmarks.benchmark_video [--frames 8] [--vit-b-frames 2] [--repeats 2] [--threads 2] [--load TEXT]
+        [--device cuda] [--json PATH]
 
 One run, interleaved: each repeat runs, per model, the encoder alone over the frames, then tracking with 1 object,
 then with 4; the medians are reported. Run from the repository root; results in benchmarks/results/video.md / .json.
@@ -28,13 +29,13 @@ from sam_hf.video import VideoPredictor, VideoSettings
 RESULTS = Path(__file__).parent / "results" / "video.json"
 
 
-def models() -> dict[str, SamPredictor]:
-    """The bundled model and a vit_b-sized model with seeded random weights."""
+def models(device: str) -> dict[str, SamPredictor]:
+    """The bundled model and a vit_b-sized model with seeded random weights, on `device`."""
     torch.manual_seed(0)
     config = SamConfig.from_preset("vit_b")
-    vit_b = SamModel(config).eval()
+    vit_b = SamModel(config).eval().to(device)
     return {
-        "bundled": SamPredictor(*load_sam(None, "cpu")),
+        "bundled": SamPredictor(*load_sam(None, device)),
         "vit_b (random)": SamPredictor(vit_b, SamProcessor.for_config(config)),
     }
 
@@ -44,6 +45,8 @@ def encoder_seconds(predictor: SamPredictor, images: list) -> float:
     start = time.perf_counter()
     for image in images:
         predictor.embed(image)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # the embedding may still be queued on the GPU
     return (time.perf_counter() - start) / len(images)
 
 
@@ -65,11 +68,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--load", default="unknown", help="what else ran on the machine (goes into the results)")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     clip = generate_clip(CLIP_HELD_OUT_SEED + 900, max(args.frames, args.vit_b_frames), min_objects=4, max_objects=4)
-    predictors = models()
+    predictors = models(args.device)
     frames = {"bundled": args.frames, "vit_b (random)": args.vit_b_frames}
     times: dict[str, dict[str, list[float]]] = {name: {"encoder": [], "1": [], "4": []} for name in predictors}
     with torch.inference_mode():
@@ -95,9 +99,11 @@ def main(argv: list[str] | None = None) -> None:
             "raw_seconds_per_frame": values,
         }
     load = os.getloadavg()
+    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     header = (
-        f"torch {torch.__version__}, {args.threads} threads, CPU, fp32; median of {args.repeats} interleaved repeats "
-        f"after one warm-up frame; load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; "
+        f"torch {torch.__version__}, {args.threads} threads, {device_name}, fp32; median of {args.repeats} "
+        f"interleaved repeats after one warm-up frame; load average at the end "
+        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; "
         f"load: {args.load}"
     )
     lines = [
