@@ -34,15 +34,10 @@ from benchmarks.benchmark_models import (
     load_model,
     prompts,
     random_official_weights,
+    synchronize,
 )
 
 CAST = "sam_hf, weights cast"  # the extra half-precision contender
-
-
-def synchronize() -> None:
-    """Waits for the GPU's queue to drain (nothing to wait for on the CPU)."""
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def synchronized_seconds(fn: Callable[[], Any]) -> float:

@@ -64,6 +64,12 @@ def job_label(name: str, variant: str) -> str:
     return name if variant == "eager" else f"{name} {variant}"
 
 
+def synchronize() -> None:
+    """Waits for the GPU's queue to drain (nothing to wait for on the CPU)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def measure(fn: Callable[[], Any], warmup: int, repeats: int) -> tuple[float, Any, float]:
     """Median wall time of `repeats` calls after `warmup` calls, the last call's result and the wall time of the very
     first call (with a compiled model, mostly compilation)."""

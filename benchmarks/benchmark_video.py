@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.benchmark_models import synchronize
 from sam_hf import SamConfig, SamModel, SamPredictor, SamProcessor
 from sam_hf.data.motion import CLIP_HELD_OUT_SEED, generate_clip
 from sam_hf.geometry import mask_boxes
@@ -45,8 +46,7 @@ def encoder_seconds(predictor: SamPredictor, images: list) -> float:
     start = time.perf_counter()
     for image in images:
         predictor.embed(image)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()  # the embedding may still be queued on the GPU
+    synchronize()  # the embedding may still be queued on the GPU
     return (time.perf_counter() - start) / len(images)
 
 
