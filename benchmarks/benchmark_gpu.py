@@ -17,9 +17,7 @@ import argparse
 import contextlib
 import copy
 import json
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
@@ -31,33 +29,13 @@ from benchmarks.benchmark_models import (
     CONTENDERS,
     REPO_ROOT,
     contender_calls,
+    interleaved_medians,
     load_model,
     prompts,
     random_official_weights,
-    synchronize,
 )
 
 CAST = "sam_hf, weights cast"  # the extra half-precision contender
-
-
-def synchronized_seconds(fn: Callable[[], Any]) -> float:
-    """Wall time of one call of `fn`, the GPU's queue drained before and after."""
-    synchronize()
-    start = time.perf_counter()
-    fn()
-    synchronize()
-    return time.perf_counter() - start
-
-
-def interleaved_medians(calls: dict[str, Callable[[], Any]], warmup: int, repeats: int) -> dict[str, float]:
-    """Median seconds of each call over `repeats` rounds (every call once per round, in turn), after `warmup` rounds."""
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for round_index in range(warmup + repeats):
-        for name, call in calls.items():
-            seconds = synchronized_seconds(call)
-            if round_index >= warmup:
-                times[name].append(seconds)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def peak_activation_gib(call: Callable[[], Any]) -> float:

@@ -70,6 +70,26 @@ def synchronize() -> None:
         torch.cuda.synchronize()
 
 
+def synchronized_seconds(fn: Callable[[], Any]) -> float:
+    """Wall time of one call of `fn`, the GPU's queue drained before and after."""
+    synchronize()
+    start = time.perf_counter()
+    fn()
+    synchronize()
+    return time.perf_counter() - start
+
+
+def interleaved_medians(calls: dict[str, Callable[[], Any]], warmup: int, repeats: int) -> dict[str, float]:
+    """Median seconds of each call over `repeats` rounds (every call once per round, in turn), after `warmup` rounds."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for round_index in range(warmup + repeats):
+        for name, call in calls.items():
+            seconds = synchronized_seconds(call)
+            if round_index >= warmup:
+                times[name].append(seconds)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def measure(fn: Callable[[], Any], warmup: int, repeats: int) -> tuple[float, Any, float]:
     """Median wall time of `repeats` calls after `warmup` calls, the last call's result and the wall time of the very
     first call (with a compiled model, mostly compilation)."""
@@ -191,14 +211,9 @@ def run_interleaved_worker(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     encoders = {name: load_contender(name, args.weights, args.size)[0] for name in args.contenders}
     pixels = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(0))
-    times: dict[str, list[float]] = {name: [] for name in encoders}
     with torch.inference_mode():
-        for _ in range(args.warmup + args.repeats):
-            for name, encode in encoders.items():
-                start = time.perf_counter()
-                encode(pixels)
-                times[name].append(time.perf_counter() - start)
-    return {"results": {name: statistics.median(values[args.warmup :]) for name, values in times.items()}}
+        calls = {name: partial(encode, pixels) for name, encode in encoders.items()}
+        return {"results": interleaved_medians(calls, args.warmup, args.repeats)}
 
 
 @contextlib.contextmanager
