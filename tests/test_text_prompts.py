@@ -332,5 +332,11 @@ def test_segment_prompts_dispatches_and_checks_like_the_library(bundled_predicto
             segment_prompts(bundled_predictor, scene.image, points, embedded=embedded)
     with pytest.raises(ValueError, match="Add at least one point, a box or a text"):
         segment_prompts(bundled_predictor, scene.image, embedded=embedded)
+    with pytest.raises(ValueError, match=r"points must lie inside the image \(0 <= x <= 128.*\[\[130\.0, 5\.0\]\]"):
+        segment_prompts(bundled_predictor, scene.image, [[40, 50], [130, 5]], embedded=embedded)
+    with pytest.raises(ValueError, match=r"box must overlap the image \(128x128 pixels\)"):
+        segment_prompts(bundled_predictor, scene.image, box=[200, 0, 300, 50], embedded=embedded)
+    cut = segment_prompts(bundled_predictor, scene.image, box=[-20, -20, 60, 60], multimask=False, embedded=embedded)
+    assert cut.masks.shape == (1, 128, 128)  # a box past the border is an object the border cuts
     with pytest.raises(TypeError, match="text must be a string, got int"):
         segment_prompts(bundled_predictor, scene.image, text=5, embedded=embedded)

@@ -365,8 +365,15 @@ def test_bad_input(predictor, tiny_clip, tmp_path) -> None:
         tracker.add_prompt(0, 1, points=[[3, 3]], labels=[2])
     with pytest.raises(ValueError, match="box"):
         tracker.add_prompt(0, 1, box=[5, 5, 1, 1])
+    # Prompts in another frame size's pixels; nothing of a refused prompt is kept. A box may reach past the border.
+    with pytest.raises(ValueError, match=r"points must lie inside frame 0 .*64, .*got \[\[3\.0, 500\.0\]\]"):
+        tracker.add_prompt(0, 1, points=[[3, 3], [3, 500]])
+    with pytest.raises(ValueError, match="box must overlap frame 0"):
+        tracker.add_prompt(0, 1, box=[-50, -50, -1, -1])
     with pytest.raises(ValueError, match="No prompts"):
         next(tracker.propagate())
+    assert tracker.add_prompt(0, 2, box=[-5, -5, 10, 10]).box.tolist() == [-5, -5, 10, 10]
+    tracker.clear_prompts()
     tracker.add_prompt(0, 1, points=[[3, 3]])
     with pytest.raises(ValueError, match="start_frame 9"):
         next(tracker.propagate(9))

@@ -12,6 +12,9 @@ Layout (images x prompts-per-image x points-per-prompt):
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 
 FOREGROUND_LABEL = 1
@@ -140,3 +143,27 @@ def _check_limit(name: str, what: str, count: int, limit_name: str) -> None:
             f"{name} has {count} {what}, more than the limit {limit_name}={limit}; split the request, or raise the "
             f"limit with sam_hf.prompts.{limit_name} = ..."
         )
+
+
+def check_inside_image(size: tuple[int, int], points: Any = None, box: Any = None, image: str = "the image") -> None:
+    """`ValueError` naming `points` / `box` when a point `(N, 2)` (x, y) lies outside the `size` = (height, width)
+    image or a box `(4,)` x1, y1, x2, y2 misses it entirely: prompts in another image's pixels (a resized copy, x and
+    y swapped), which SAM would answer with a mask of something else. A box may reach past the border (an object the
+    border cuts). Values that are not numbers of those shapes are left to the shape checks."""
+    height, width = size
+    coords = None if points is None else np.asarray(points, dtype=np.float64)
+    if coords is not None and coords.size and coords.shape[-1] == 2:
+        coords = coords.reshape(-1, 2)
+        outside = (coords[:, 0] < 0) | (coords[:, 0] > width) | (coords[:, 1] < 0) | (coords[:, 1] > height)
+        if outside.any():
+            raise ValueError(
+                f"points must lie inside {image} (0 <= x <= {width}, 0 <= y <= {height} pixels), got "
+                f"{coords[outside].tolist()}."
+            )
+    corners = None if box is None else np.asarray(box, dtype=np.float64)
+    if corners is not None and corners.size == 4:
+        x1, y1, x2, y2 = corners.reshape(4).tolist()
+        if x2 < 0 or y2 < 0 or x1 > width or y1 > height:
+            raise ValueError(
+                f"box must overlap {image} ({width}x{height} pixels), got {[x1, y1, x2, y2]}, entirely outside it."
+            )

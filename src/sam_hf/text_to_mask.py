@@ -34,7 +34,7 @@ from .predictor import EmbeddedImage, Prediction, SamPredictor
 from .processing.image_processing_sam import to_uint8_hwc
 from .processing.processing_sam import to_lists
 from .processing.tokenization import check_text
-from .prompts import BACKGROUND_LABEL, FOREGROUND_LABEL
+from .prompts import BACKGROUND_LABEL, FOREGROUND_LABEL, check_inside_image
 
 METHODS = ("auto", "learned", "zero-shot")
 REFINE_MIN_IOU = 0.5  # a refined mask overlapping its proposal less than this grabbed something else
@@ -209,6 +209,7 @@ def segment_prompts(
     if point_coords is None and box is None and text is None:
         raise ValueError("Add at least one point, a box or a text.")
     embedded = predictor.embed(image) if embedded is None else embedded
+    check_inside_image(embedded.original_size, point_coords, box)
     if text is None:
         return predictor.predict(point_coords, point_labels, box, multimask_output=multimask, image=embedded)
     return segment_text(

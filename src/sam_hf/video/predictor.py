@@ -32,7 +32,7 @@ from ..clip_scoring import ClipScorer
 from ..everything import BUNDLED_SETTINGS, SamAutomaticMaskGenerator
 from ..geometry import centre_point, mask_boxes, mask_iou, touches_border, widened_boxes
 from ..predictor import EmbeddedImage, SamPredictor
-from ..prompts import PAD_LABEL
+from ..prompts import PAD_LABEL, check_inside_image
 from ..text_to_mask import segment_text
 from .io import ResultWriter, VideoFrames, open_video, write_overlay
 
@@ -267,8 +267,10 @@ class VideoPredictor:
             raise ValueError("labels need points: one label per point.")
         prompt = self.prompts.get(int(frame_index), {}).get(int(object_id), ObjectPrompt())
         new = replace(prompt)
+        size, frame = (self.video.height, self.video.width), f"frame {frame_index} of {self.video.name!r}"
         if points is not None:
             coords = _array("points", points, (-1, 2), "(N, 2) points x, y")
+            check_inside_image(size, coords, image=frame)
             values = np.ones(len(coords), dtype=np.int64) if labels is None else _array("labels", labels, (-1,), "(N,)")
             if len(values) != len(coords) or not np.isin(values, (0, 1)).all():
                 raise ValueError(f"labels must be one 1 (foreground) or 0 (background) per point, got {values}.")
@@ -278,6 +280,7 @@ class VideoPredictor:
             new.box = _array("box", box, (4,), "(4,) x1, y1, x2, y2")
             if (new.box[2:] < new.box[:2]).any():
                 raise ValueError(f"box must be x1, y1, x2, y2 with x2 >= x1 and y2 >= y1, got {new.box.tolist()}.")
+            check_inside_image(size, box=new.box, image=frame)
         if text is not None:
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"text must be a non-empty string, got {text!r}.")
