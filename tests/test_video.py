@@ -419,6 +419,7 @@ def test_cli_video(tiny_clip, tmp_path, capsys) -> None:
     assert len(open_video(tmp_path / "out" / "overlay.mp4")) == 8
     for args, message in [
         (["--frame", "8"], "--frame 8 is out of range"),
+        (["--point", "70,5"], "points must lie inside frame 0"),
         ([], "no prompt"),
     ]:
         with pytest.raises(SystemExit) as exit_info:
