@@ -8,7 +8,8 @@ or its tight box. Run from the repository root:
     python -m recipes.evaluate_video [MODEL] [--clips 100] [--frames 48] [--prompts point,box] [--split validation]
 
 `--minutes` stops starting new clips after that long and reports how many were scored. `VideoSettings` are chosen on
-the validation split only, never on the held-out clips.
+the validation split only, never on the held-out clips. `--every-frame` follows nothing: every frame is prompted the
+same way from its exact masks, the ceiling of prompting one frame at a time with the model (`score_clip`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--track-prompt", default=VideoSettings.track_prompt, help="VideoSettings.track_prompt")
     parser.add_argument("--refind", default=VideoSettings.refind, help="VideoSettings.refind")
     parser.add_argument("--minutes", type=float, help="stop starting clips after this long")
+    parser.add_argument(
+        "--every-frame", action="store_true", help="prompt every frame from its exact masks instead of following"
+    )
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
@@ -72,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
             break
         clip = generate_clip(SPLITS[args.split] + index, args.frames)
         for prompt in prompts:
-            scores[prompt].append(score_clip(predictor, clip, prompt, settings))
+            scores[prompt].append(score_clip(predictor, clip, prompt, settings, args.every_frame))
         so_far = {prompt: summarise(values) for prompt, values in scores.items()}
         print(f"clip {index}, {time.perf_counter() - start:.0f} s: {json.dumps(so_far)}", flush=True)
     results = {prompt: summarise(values) for prompt, values in scores.items()}
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {prompt} | {' | '.join(str(result['failures'][name]) for name in FAILURES)} |")
     if args.json:
         settings_dict = {"split": args.split, "track_prompt": settings.track_prompt, "refind": settings.refind}
-        settings_dict.update(exclusive=settings.exclusive, frames=args.frames)
+        settings_dict.update(exclusive=settings.exclusive, frames=args.frames, every_frame=args.every_frame)
         args.json.write_text(json.dumps({"settings": settings_dict, "results": results}, indent=2) + "\n")
 
 

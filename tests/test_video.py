@@ -125,6 +125,26 @@ def test_followed_objects_share_pixels_and_carry_their_logits(predictor) -> None
         assert result.index == 0 or (result.masks.sum(axis=0) <= 1).all()
 
 
+def test_every_frame_prompts_each_frame_from_its_exact_masks(predictor) -> None:
+    """`every_frame`: the ceiling of prompting one frame at a time. Nothing is followed or lost; frame 1's J of each
+    object is that of the predictor's mask for its exact box (a click: the best-scored of its three candidates)."""
+    clip = generate_clip(CLIP_VALIDATION_SEED + 105, 2)
+    truths, embedded = clip.frame(1).masks, predictor.embed(clip.frame(1).image)
+    for prompt in ("box", "point"):
+        scores = score_clip(predictor, clip, prompt, every_frame=True)
+        assert scores.lost == 0 and scores.visible == sum(truth.any() for truth in truths)
+        for i, truth in enumerate(truths):
+            if prompt == "box":
+                want = predictor.predict(box=mask_boxes(truth).numpy(), multimask_output=False, image=embedded)
+            else:
+                want = predictor.predict(np.array([centre_point(truth)]), np.ones(1), image=embedded)
+            mask = want.masks[int(np.argmax(want.scores))]
+            assert scores.J[i] == pytest.approx(region_similarity(mask, truth)), (prompt, i)
+        assert np.mean(scores.J) > 0.8, (prompt, scores)
+    with pytest.raises(ValueError, match="prompt must be one of"):
+        score_clip(predictor, clip, "text", every_frame=True)
+
+
 def test_objects_clicked_on_one_frame_stay_apart(predictor) -> None:
     """Validation clip 67: two touching look-alikes, each clicked on frame 0. The best-scored candidate of either
     click is their merged blob (it covers both clicks); `distinct_clicks` keeps each object's best candidate that

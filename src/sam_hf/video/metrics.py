@@ -6,6 +6,7 @@ generated clip (`sam_hf.data.motion`) and scores them."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,34 +106,73 @@ PROMPTS = ("point", "box")
 
 
 def score_clip(
-    predictor: SamPredictor, clip: MotionClip, prompt: str, settings: VideoSettings | None = None
+    predictor: SamPredictor,
+    clip: MotionClip,
+    prompt: str,
+    settings: VideoSettings | None = None,
+    every_frame: bool = False,
 ) -> ClipScores:
     """Follows every object of a generated `clip` from one prompt per object on frame 0 (`"point"`: the pixel
-    farthest inside its mask; `"box"`: its tight box) and scores frames 1.. against the exact masks."""
+    farthest inside its mask; `"box"`: its tight box) and scores frames 1.. against the exact masks.
+
+    With `every_frame`, nothing is followed: every frame is prompted so from its exact masks, each object on its own
+    (a click keeps the best-scored of three candidates; a hidden object gets an empty mask and is never lost), the
+    ceiling of prompting one frame at a time with this model (`settings` unused)."""
     if prompt not in PROMPTS:
         raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}.")
+    if every_frame:
+        frames = _prompted_frames(predictor, clip, prompt)
+    else:
+        frames = _tracked_frames(predictor, clip, prompt, settings)
+    count = len(clip.objects)
+    j, f, lost, visible = np.zeros(count), np.zeros(count), 0, 0
+    failures = dict.fromkeys(FAILURES, 0)
+    for index, masks, is_lost in frames:
+        truth = clip.frame(index).masks
+        for i in range(count):
+            j[i] += region_similarity(masks[i], truth[i])
+            f[i] += boundary_f_measure(masks[i], truth[i])
+            if truth[i].any():
+                visible += 1
+                lost += int(is_lost[i])
+            whole = clip.objects[i].full_mask(index, clip.size)
+            failure = failure_type(masks[i], bool(is_lost[i]), i, truth, whole)
+            if failure is not None:
+                failures[failure] += 1
+    frames_scored = max(len(clip) - 1, 1)
+    return ClipScores((j / frames_scored).tolist(), (f / frames_scored).tolist(), lost, visible, failures)
+
+
+def _tracked_frames(
+    predictor: SamPredictor, clip: MotionClip, prompt: str, settings: VideoSettings | None
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """`(index, masks (n, H, W), lost (n,))` of frames 1.. as `VideoPredictor` follows the objects from frame 0."""
     tracker = VideoPredictor(predictor, clip.images, settings)
     for object_id, mask in enumerate(clip.frame(0).masks, 1):
         if prompt == "point":
             tracker.add_prompt(0, object_id, points=[centre_point(mask)])
         else:
             tracker.add_prompt(0, object_id, box=mask_boxes(mask).tolist())
-    count = len(clip.objects)
-    j, f, lost, visible = np.zeros(count), np.zeros(count), 0, 0
-    failures = dict.fromkeys(FAILURES, 0)
     for result in tracker.propagate(0):
-        if result.index == 0:
-            continue
-        truth = clip.frame(result.index).masks
-        for i in range(count):
-            j[i] += region_similarity(result.masks[i], truth[i])
-            f[i] += boundary_f_measure(result.masks[i], truth[i])
-            if truth[i].any():
-                visible += 1
-                lost += int(result.lost[i])
-            whole = clip.objects[i].full_mask(result.index, clip.size)
-            failure = failure_type(result.masks[i], bool(result.lost[i]), i, truth, whole)
-            if failure is not None:
-                failures[failure] += 1
-    frames = max(len(clip) - 1, 1)
-    return ClipScores((j / frames).tolist(), (f / frames).tolist(), lost, visible, failures)
+        if result.index > 0:
+            yield result.index, result.masks, result.lost
+
+
+def _prompted_frames(
+    predictor: SamPredictor, clip: MotionClip, prompt: str
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """`(index, masks (n, H, W), lost (n,))` of frames 1.., each object prompted from its exact mask on every frame."""
+    for index in range(1, len(clip)):
+        frame = clip.frame(index)
+        embedded = predictor.embed(frame.image)
+        masks = np.zeros_like(frame.masks)
+        for i, truth in enumerate(frame.masks):
+            if not truth.any():
+                continue
+            if prompt == "point":  # three candidates, the best-scored kept, as the tracker does for a lone click
+                click = np.array([centre_point(truth)])
+                predicted = predictor.predict(click, np.ones(1, dtype=np.int64), image=embedded)
+            else:
+                predicted = predictor.predict(box=mask_boxes(truth).numpy(), multimask_output=False, image=embedded)
+            masks[i] = predicted.masks[int(np.argmax(predicted.scores))]
+        yield index, masks, np.zeros(len(masks), dtype=bool)
