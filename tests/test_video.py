@@ -143,6 +143,8 @@ def test_every_frame_prompts_each_frame_from_its_exact_masks(predictor) -> None:
         assert np.mean(scores.J) > 0.8, (prompt, scores)
     with pytest.raises(ValueError, match="prompt must be one of"):
         score_clip(predictor, clip, "text", every_frame=True)
+    with pytest.raises(TypeError, match="every_frame must be True or False"):
+        score_clip(predictor, clip, "box", every_frame="yes")
 
 
 def test_objects_clicked_on_one_frame_stay_apart(predictor) -> None:

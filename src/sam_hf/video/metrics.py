@@ -1,7 +1,8 @@
 """The DAVIS video-segmentation measures (Perazzi et al. 2016; the `davis2017-evaluation` code): J, region similarity
 (mask IoU), and F, the boundary F-measure, with the boundary tolerance `BOUNDARY_TOLERANCE` of the image diagonal;
 `failure_type`, which names why an object's mask on a frame is wrong; and `score_clip`, which follows the objects of a
-generated clip (`sam_hf.data.motion`) and scores them."""
+generated clip (`sam_hf.data.motion`) and scores them (or scores every frame prompted from its exact masks: the
+ceiling of prompting one frame at a time)."""
 
 from __future__ import annotations
 
@@ -120,6 +121,8 @@ def score_clip(
     ceiling of prompting one frame at a time with this model (`settings` unused)."""
     if prompt not in PROMPTS:
         raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}.")
+    if not isinstance(every_frame, bool):
+        raise TypeError(f"every_frame must be True or False, got {every_frame!r}.")
     if every_frame:
         frames = _prompted_frames(predictor, clip, prompt)
     else:
