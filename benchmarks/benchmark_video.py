@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.benchmark_models import synchronize
+from benchmarks.benchmark_models import synchronized_seconds
 from sam_hf import SamConfig, SamModel, SamPredictor, SamProcessor
 from sam_hf.data.motion import CLIP_HELD_OUT_SEED, generate_clip
 from sam_hf.geometry import mask_boxes
@@ -43,11 +43,7 @@ def models(device: str) -> dict[str, SamPredictor]:
 
 def encoder_seconds(predictor: SamPredictor, images: list) -> float:
     """Seconds per frame of the image encoder alone."""
-    start = time.perf_counter()
-    for image in images:
-        predictor.embed(image)
-    synchronize()  # the embedding may still be queued on the GPU
-    return (time.perf_counter() - start) / len(images)
+    return synchronized_seconds(lambda: [predictor.embed(image) for image in images]) / len(images)
 
 
 def tracking_seconds(predictor: SamPredictor, clip, frames: int, objects: int) -> float:

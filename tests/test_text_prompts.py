@@ -334,6 +334,8 @@ def test_segment_prompts_dispatches_and_checks_like_the_library(bundled_predicto
         segment_prompts(bundled_predictor, scene.image, embedded=embedded)
     with pytest.raises(ValueError, match=r"points must lie inside the image \(0 <= x <= 128.*\[\[130\.0, 5\.0\]\]"):
         segment_prompts(bundled_predictor, scene.image, [[40, 50], [130, 5]], embedded=embedded)
+    with pytest.raises(TypeError, match="box must contain numbers, got str"):  # its form first, named
+        segment_prompts(bundled_predictor, scene.image, box=[1, 2, "x", 4], embedded=embedded)
     with pytest.raises(ValueError, match=r"box must overlap the image \(128x128 pixels\)"):
         segment_prompts(bundled_predictor, scene.image, box=[200, 0, 300, 50], embedded=embedded)
     cut = segment_prompts(bundled_predictor, scene.image, box=[-20, -20, 60, 60], multimask=False, embedded=embedded)

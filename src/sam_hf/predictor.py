@@ -50,6 +50,14 @@ def _named_as(names: dict[str, str]) -> Iterator[None]:
         raise type(error)(message) from error
 
 
+def box_coordinates(box: Any) -> list[float]:
+    """One box as `SamPredictor.predict` takes it, `(4,)` or the official `(1, 4)`, -> `[x1, y1, x2, y2]`; a
+    `ValueError`/`TypeError` naming `box` otherwise."""
+    if isinstance(box, (list, tuple, np.ndarray, torch.Tensor)) and getattr(box, "ndim", 1) and len(box) == 1:
+        box = box[0]  # the official form (1, 4)
+    return to_lists("box", box, 1, "(4,) or (1, 4) box x1, y1, x2, y2", leaf_size=4)
+
+
 class ImageNotSetError(RuntimeError, ValueError):
     """Prompting or reading the embedding before `set_image`: a `RuntimeError` as in the official predictor, and a
     `ValueError` as sam_hf's other input errors, so either `except` catches it."""
@@ -419,9 +427,7 @@ class SamPredictor:
                     raise ValueError(f"point_labels must have one label per point of point_coords, got {len(labels)}.")
                 prompts["input_labels"] = [[labels]]
         if box is not None:
-            if isinstance(box, (list, tuple, np.ndarray, torch.Tensor)) and getattr(box, "ndim", 1) and len(box) == 1:
-                box = box[0]  # the official form (1, 4)
-            prompts["input_boxes"] = [[to_lists("box", box, 1, "(4,) or (1, 4) box x1, y1, x2, y2", leaf_size=4)]]
+            prompts["input_boxes"] = [[box_coordinates(box)]]
         with _named_as(_PREDICT_NAMES):
             inputs = self.processor(original_sizes=[image.original_size], **prompts) if prompts else {}
         inputs.pop("original_sizes", None)

@@ -145,24 +145,24 @@ def _check_limit(name: str, what: str, count: int, limit_name: str) -> None:
         )
 
 
-def check_inside_image(size: tuple[int, int], points: Any = None, box: Any = None, image: str = "the image") -> None:
-    """`ValueError` naming `points` / `box` when a point `(N, 2)` (x, y) lies outside the `size` = (height, width)
-    image or a box `(4,)` x1, y1, x2, y2 misses it entirely: prompts in another image's pixels (a resized copy, x and
-    y swapped), which SAM would answer with a mask of something else. A box may reach past the border (an object the
-    border cuts). Values that are not numbers of those shapes are left to the shape checks."""
+def check_inside_image(
+    size: tuple[int, int], points: np.ndarray | None = None, box: Any = None, image: str = "the image"
+) -> None:
+    """`ValueError` naming `points` / `box` when a point of `points` `(N, 2)` (x, y) lies outside the `size` =
+    (height, width) image or `box` (4 numbers x1, y1, x2, y2) misses it entirely: prompts in another image's pixels (a
+    resized copy, x and y swapped), which SAM would answer with a mask of something else. A box may reach past the
+    border (an object the border cuts). Both are already checked for their form."""
     height, width = size
-    coords = None if points is None else np.asarray(points, dtype=np.float64)
-    if coords is not None and coords.size and coords.shape[-1] == 2:
-        coords = coords.reshape(-1, 2)
-        outside = (coords[:, 0] < 0) | (coords[:, 0] > width) | (coords[:, 1] < 0) | (coords[:, 1] > height)
+    if points is not None and len(points):
+        x, y = np.asarray(points, dtype=np.float64).T
+        outside = (x < 0) | (x > width) | (y < 0) | (y > height)
         if outside.any():
             raise ValueError(
                 f"points must lie inside {image} (0 <= x <= {width}, 0 <= y <= {height} pixels), got "
-                f"{coords[outside].tolist()}."
+                f"{np.asarray(points)[outside].tolist()}."
             )
-    corners = None if box is None else np.asarray(box, dtype=np.float64)
-    if corners is not None and corners.size == 4:
-        x1, y1, x2, y2 = corners.reshape(4).tolist()
+    if box is not None:
+        x1, y1, x2, y2 = (float(value) for value in box)
         if x2 < 0 or y2 < 0 or x1 > width or y1 > height:
             raise ValueError(
                 f"box must overlap {image} ({width}x{height} pixels), got {[x1, y1, x2, y2]}, entirely outside it."

@@ -30,7 +30,7 @@ from .clip_scoring import ClipScorer
 from .configuration_sam import SamConfig
 from .everything import ZERO_SHOT_SETTINGS, SamAutomaticMaskGenerator
 from .geometry import mask_boxes, mask_iou
-from .predictor import EmbeddedImage, Prediction, SamPredictor
+from .predictor import EmbeddedImage, Prediction, SamPredictor, box_coordinates
 from .processing.image_processing_sam import to_uint8_hwc
 from .processing.processing_sam import to_lists
 from .processing.tokenization import check_text
@@ -206,6 +206,7 @@ def segment_prompts(
     if not isinstance(multimask, bool):
         raise TypeError(f"multimask must be a bool, got {type(multimask).__name__}.")
     point_coords, point_labels = split_points(points)
+    box = None if box is None else box_coordinates(box)  # checked here: the inside-the-image check below reads it
     if point_coords is None and box is None and text is None:
         raise ValueError("Add at least one point, a box or a text.")
     embedded = predictor.embed(image) if embedded is None else embedded
